@@ -1,0 +1,25 @@
+"""gptextures: multi-scale Gaussian-process texture benchmark (Golkar & Cranmer, "Backdrop").
+
+Public API: ``sample_field``, ``render``, ``render_components``, ``Level``, ``TextureSpec``,
+``DatasetSpec``, ``presets``. See docs/ for the guides.
+"""
+
+from . import presets
+from .fields import sample_field
+from .spec import ALGORITHM_VERSION, DatasetSpec, Level, Sample, TextureSpec
+from .textures import render, render_components
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHM_VERSION",
+    "DatasetSpec",
+    "Level",
+    "Sample",
+    "TextureSpec",
+    "__version__",
+    "presets",
+    "render",
+    "render_components",
+    "sample_field",
+]
