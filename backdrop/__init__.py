@@ -1,0 +1,30 @@
+"""Backdrop: stochastic backpropagation by masking gradients (Golkar & Cranmer, 2018).
+
+Public API: the masking function and layer, the compute-saving path over samples, the
+non-decomposable losses, and the paper's Table 1 networks with mask slots.
+"""
+
+from backdrop.efficient import EfficientBackdrop, efficient_backdrop
+from backdrop.functional import (
+    apply_mask,
+    backdrop,
+    cell_bounds,
+    expand_mask,
+    mask_weights,
+    sample_mask,
+    scale_gradient,
+)
+from backdrop.layers import Backdrop
+
+__all__ = [
+    "Backdrop",
+    "EfficientBackdrop",
+    "apply_mask",
+    "backdrop",
+    "cell_bounds",
+    "efficient_backdrop",
+    "expand_mask",
+    "mask_weights",
+    "sample_mask",
+    "scale_gradient",
+]

@@ -1,0 +1,77 @@
+"""Backdrop as an ``nn.Module``: a masking layer active in train mode only (like Dropout)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from backdrop.functional import _check_p, _normalize_dims, backdrop
+
+__all__ = ["Backdrop"]
+
+
+class Backdrop(nn.Module):
+    """Masking layer M_p (paper Eq. 1): identity forward, random cells dropped from the gradient.
+
+    Args:
+        p: probability of dropping each cell, in [0, 1]. 0 makes the layer an exact no-op.
+        dims: dims along which the mask varies; ``(0,)`` samples, ``(-2, -1)`` spatial positions.
+        lattice: optional number of cells per masked dim (blocks ``floor(i * S / c)``), e.g.
+            ``(4, 4)`` on a ``(B, C, 8, 8)`` map drops 2x2 blocks.
+        per_sample: independent mask and Eq. 1 normalization for each sample (dim 0).
+        generator: optional ``torch.Generator`` for reproducible masks.
+
+    In eval mode, under ``torch.no_grad()``, or when the input does not require grad, the layer
+    returns its input unchanged and draws nothing. In train mode the mask is drawn in the forward
+    pass and applied in the matching backward pass; :meth:`kept_cells` returns it.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        dims: Sequence[int] = (0,),
+        lattice: Sequence[int] | None = None,
+        *,
+        per_sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.p = _check_p(p)
+        self.dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        self.lattice = None if lattice is None else tuple(lattice)
+        self.per_sample = bool(per_sample)
+        self.generator = generator
+        # Validate dims/lattice against the smallest input they could apply to.
+        ndim = max(max(d + 1 if d >= 0 else -d for d in self.dims), 1 + self.per_sample)
+        _normalize_dims(ndim, self.dims, self.lattice, self.per_sample)
+        self.last_mask: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return ``x`` (same values); in train mode the backward pass masks the gradient."""
+        if not self.training or self.p == 0.0:
+            return x
+        out, mask = backdrop(
+            x,
+            self.p,
+            self.dims,
+            self.lattice,
+            per_sample=self.per_sample,
+            generator=self.generator,
+            return_mask=True,
+        )
+        if mask is not None:
+            self.last_mask = mask
+        return out
+
+    def kept_cells(self) -> Tensor | None:
+        """Bool mask of the cells kept by the last masked forward (the one its backward uses).
+
+        Shape: the lattice (or the sizes of the masked dims), with a leading batch dim when
+        ``per_sample``; ``None`` if no mask has been drawn yet.
+        """
+        return self.last_mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, dims={self.dims}, lattice={self.lattice}, per_sample={self.per_sample}"
