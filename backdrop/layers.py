@@ -44,7 +44,8 @@ class Backdrop(nn.Module):
         self.per_sample = bool(per_sample)
         self.generator = generator
         # Validate dims/lattice against the smallest input they could apply to.
-        ndim = max(max(d + 1 if d >= 0 else -d for d in self.dims), 1 + self.per_sample)
+        # (one extra leading dim for the sample dim when per_sample)
+        ndim = max(d + 1 if d >= 0 else -d for d in self.dims) + int(self.per_sample)
         _normalize_dims(ndim, self.dims, self.lattice, self.per_sample)
         self.last_mask: Tensor | None = None
 

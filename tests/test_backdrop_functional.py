@@ -165,7 +165,9 @@ def test_expand_mask_shape_and_broadcast():
     cells = torch.arange(6.0).reshape(2, 3)
     e = expand_mask(cells, (4, 2, 5, 7), (-2, -1), (2, 3))
     assert e.shape == (1, 1, 5, 7)
-    assert e[0, 0, 0, 0] == 0 and e[0, 0, 1, 1] == 1 and e[0, 0, 4, 6] == 5
+    # rows: cells [0, 2), [2, 5); cols: [0, 2), [2, 4), [4, 7)
+    expected = [[0, 0, 1, 1, 2, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5, 5]] * 3
+    assert torch.equal(e[0, 0], torch.tensor(expected, dtype=torch.float32))
     e0 = expand_mask(torch.ones(4, dtype=torch.bool), (4, 2, 5, 7), (0,))
     assert e0.shape == (4, 1, 1, 1)
 
@@ -231,6 +233,4 @@ def test_bfloat16_autocast_on_cpu():
     w = expand_mask(mask_weights(mask), h.shape, (-2, -1), (4, 4))
     # one bfloat16 rounding of the weight and one of the product: <= 2 * 2^-8 relative
     eps_bf16 = torch.finfo(torch.bfloat16).eps
-    torch.testing.assert_close(
-        hg.double(), g.double() * w.double(), rtol=2 * eps_bf16, atol=0.0
-    )
+    torch.testing.assert_close(hg.double(), g.double() * w.double(), rtol=2 * eps_bf16, atol=0.0)
