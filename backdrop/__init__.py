@@ -15,13 +15,16 @@ from backdrop.functional import (
     scale_gradient,
 )
 from backdrop.layers import Backdrop
+from backdrop.losses import auc_rank_loss, centroid_distance_loss
 
 __all__ = [
     "Backdrop",
     "EfficientBackdrop",
     "apply_mask",
+    "auc_rank_loss",
     "backdrop",
     "cell_bounds",
+    "centroid_distance_loss",
     "efficient_backdrop",
     "expand_mask",
     "mask_weights",
