@@ -143,7 +143,26 @@ def _alias_order(kernel: str, length_scale: float) -> int:
     if kernel == "squared_exponential":
         # 2 pi^2 l^2 (J + 1/2)^2 > 35  ->  S(J + 1/2) / S(0) < 1e-15.
         return max(1, math.ceil(math.sqrt(35.0 / (2.0 * math.pi**2)) / length_scale + 0.5))
-    return 3
+    # Matern: polynomial tail; the shifts beyond the box are added as a constant (below).
+    return max(3, math.ceil(6.0 / length_scale))
+
+
+def _matern_far_alias(kernel: str, length_scale: float, order: int) -> float:
+    """``sum S(j)`` over integer shifts ``j`` outside the box ``|j|_inf <= order``.
+
+    Far from the origin ``S(f + j)`` is nearly constant over one frequency cell, so the far
+    aliases add a constant to every weight: white noise, i.e. a correction at lag 0 only.
+    Summed directly out to ``|j| <= 64 order``; the rest (a relative ~1e-5 of this) is dropped.
+    """
+    far = 64 * order
+    j = np.arange(-far, far + 1, dtype=np.float64)
+    total = 0.0
+    for jy in j:
+        row = spectral_density(kernel, jy**2 + j**2, length_scale)
+        if abs(jy) <= order:
+            row[far - order : far + order + 1] = 0.0
+        total += row.sum()
+    return float(total)
 
 
 def _se_aliased_1d(freqs: np.ndarray, length_scale: float, order: int) -> np.ndarray:
@@ -151,7 +170,7 @@ def _se_aliased_1d(freqs: np.ndarray, length_scale: float, order: int) -> np.nda
     ell = float(length_scale)
     out = np.zeros_like(freqs, dtype=np.float64)
     for j in range(-order, order + 1):
-        out += math.sqrt(2.0 * math.pi) * ell * np.exp(-2.0 * math.pi**2 * ell**2 * (freqs + j) ** 2)
+        out += math.sqrt(2.0 * math.pi) * ell * np.exp(-2.0 * math.pi**2 * ell**2 * (freqs + j)**2)
     return out
 
 
@@ -177,7 +196,9 @@ def grid_weights(kernel: str, shape: tuple[int, int], length_scale: float) -> np
         for jy in range(-order, order + 1):
             gy = (fy + jy) ** 2
             for jx in range(-order, order + 1):
-                out += spectral_density(kernel, gy[:, None] + ((fx + jx) ** 2)[None, :], length_scale)
+                f2 = gy[:, None] + ((fx + jx) ** 2)[None, :]
+                out += spectral_density(kernel, f2, length_scale)
+        out += _matern_far_alias(kernel, length_scale, order)
     out.setflags(write=False)
     return out
 
