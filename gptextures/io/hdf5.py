@@ -1,0 +1,673 @@
+"""HDF5 files: a streaming, chunked, checksummed, resumable writer; a reader; verify; merge.
+
+Layout (docs/formats.md): root attributes hold the provenance (spec JSON, fingerprint, versions,
+FFT backend), ``complete`` and the shard; one group per split holds ``images (n, H, W) float32``
+(one image per chunk, fletcher32), ``label (n,) int64``, ``levels/<level name> (n,) int64`` and
+``seed (n,) int64``, with attributes ``start``/``stop`` (the split's global index range held by
+this file) and ``written`` (how many rows are valid).
+
+A writer works on ``<path>.partial`` and renames it to ``<path>`` only once every split is full
+and ``complete`` is set, so a file at ``<path>`` is always complete; an interrupted run resumes
+from the ``written`` counters of the partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import labels as _labels
+from ..spec import DatasetSpec
+from .meta import (
+    PARTIAL_SUFFIX,
+    CorruptDataError,
+    FingerprintMismatchError,
+    FormatError,
+    provenance,
+    spec_from_provenance,
+)
+
+COMPRESSIONS: tuple[str | None, ...] = (None, "gzip", "lzf")
+_LABEL_CHUNK = 4096
+_CHUNK_CACHE_BYTES = 64 * 2**20
+
+
+def default_path(out_dir: str | os.PathLike[str], spec: DatasetSpec,
+                 shard: tuple[int, int] | None = None) -> Path:
+    """``out_dir/<name>.h5``, or ``out_dir/<name>.shard-IIIII-of-NNNNN.h5`` for a shard."""
+    if shard is None or shard[1] == 1:
+        return Path(out_dir) / f"{spec.name}.h5"
+    i, n = shard
+    return Path(out_dir) / f"{spec.name}.shard-{i:05d}-of-{n:05d}.h5"
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """Where a writer keeps an unfinished file: ``<path>.partial``."""
+    return Path(str(path) + PARTIAL_SUFFIX)
+
+
+def shard_range(n: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Contiguous index range ``[start, stop)`` of shard ``i`` of ``k`` over ``n`` items."""
+    i, k = shard
+    return (n * i) // k, (n * (i + 1)) // k
+
+
+def _check_compression(compression: str | None) -> str | None:
+    if compression not in COMPRESSIONS:
+        raise ValueError(
+            f"compression: unknown HDF5 compression {compression!r}; allowed: "
+            f"{', '.join(str(c) for c in COMPRESSIONS)}"
+        )
+    return compression
+
+
+class HDF5Writer:
+    """Append-only writer of one HDF5 file (or one shard of it), resumable.
+
+    Use :meth:`open`; then :meth:`write` blocks of consecutive samples in index order per split,
+    and :meth:`finish`. Any exception leaves ``<path>.partial`` with every block written before
+    it intact, and a later :meth:`open` of the same spec resumes after the last block.
+    """
+
+    def __init__(self, path: Path, spec: DatasetSpec, h5: h5py.File, resumed: dict[str, int]):
+        self.path = path
+        self.spec = spec
+        self._h5 = h5
+        self.resumed = resumed
+
+    # ---- opening ----------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        spec: DatasetSpec,
+        *,
+        splits: Sequence[str] | None = None,
+        shard: tuple[int, int] = (0, 1),
+        compression: str | None = None,
+        overwrite: bool = False,
+    ) -> HDF5Writer:
+        """Create ``<path>.partial`` or resume it.
+
+        Args:
+            path: final file path (``.h5``).
+            spec: the dataset.
+            splits: splits to write (default: all of the spec's).
+            shard: ``(i, n)``: this file holds the ``i``-th contiguous part of every split.
+            compression: ``None`` (default), ``"gzip"`` (with shuffle) or ``"lzf"``.
+            overwrite: replace a complete ``path`` (only once the new file is complete) and
+                discard a partial one instead of resuming it.
+        Raises:
+            FileExistsError: ``path`` is complete and ``overwrite`` is false, or a partial file
+                of another spec or layout is in the way.
+        """
+        path = Path(path)
+        compression = _check_compression(compression)
+        splits = list(spec.splits) if splits is None else [spec.check_split(s) for s in splits]
+        if path.exists() and not overwrite:
+            raise FileExistsError(
+                f"out: {str(path)!r} already exists (a complete dataset); pass overwrite=True"
+                " (--overwrite) to replace it"
+            )
+        parent = path.parent
+        if not parent.exists():
+            parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(parent, os.W_OK):
+            raise PermissionError(f"out: directory {str(parent)!r} is not writable")
+        ranges = {s: shard_range(spec.num_samples(s), shard) for s in splits}
+        partial = partial_path(path)
+        layout = {"splits": ranges, "shard": list(shard), "compression": compression}
+        if partial.exists() and not overwrite:
+            h5 = _try_open_partial(partial)
+            if h5 is not None:
+                try:
+                    resumed = _check_resumable(h5, spec, layout, partial)
+                except Exception:
+                    h5.close()
+                    raise
+                return cls(path, spec, h5, resumed)
+        if partial.exists():
+            partial.unlink()
+        h5 = h5py.File(partial, "w", track_order=True)
+        try:
+            _create_layout(h5, spec, ranges, shard, compression)
+            h5.flush()
+        except BaseException:
+            h5.close()
+            partial.unlink(missing_ok=True)
+            raise
+        return cls(path, spec, h5, {s: 0 for s in splits})
+
+    # ---- state ------------------------------------------------------------------------
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in self._h5 if isinstance(self._h5[s], h5py.Group)]
+
+    def range(self, split: str) -> tuple[int, int]:
+        """``(start, stop)``: global indices of ``split`` held by this file."""
+        g = self._group(split)
+        return int(g.attrs["start"]), int(g.attrs["stop"])
+
+    def written(self, split: str) -> int:
+        """Rows of ``split`` written so far."""
+        return int(self._group(split).attrs["written"])
+
+    def next_index(self, split: str) -> int:
+        """Global index of the next sample to write in ``split``."""
+        return self.range(split)[0] + self.written(split)
+
+    def _group(self, split: str) -> h5py.Group:
+        if split not in self._h5:
+            raise ValueError(f"split: {split!r} is not in this file; it has {self.splits}")
+        return self._h5[split]
+
+    # ---- writing ----------------------------------------------------------------------
+    def write(self, split: str, start: int, images: np.ndarray, labels: np.ndarray,
+              seeds: np.ndarray) -> None:
+        """Append samples ``start .. start + len(images) - 1`` of ``split``.
+
+        Args:
+            images: float32 ``(k, H, W)``.
+            labels: int ``(k,)`` class indices.
+            seeds: int ``(k,)`` per-sample seeds.
+        """
+        g = self._group(split)
+        lo, hi = self.range(split)
+        w = int(g.attrs["written"])
+        k = len(images)
+        if start != lo + w:
+            raise ValueError(
+                f"start: blocks must be written in order; expected index {lo + w}, got {start}"
+            )
+        if start + k > hi:
+            raise ValueError(
+                f"images: {k} rows from {start} overflow this file's range [{lo}, {hi})"
+            )
+        h, wd = self.spec.texture.size
+        images = np.asarray(images)
+        if images.shape != (k, h, wd) or images.dtype != np.float32:
+            raise ValueError(
+                f"images: expected float32 ({k}, {h}, {wd}), got {images.dtype} {images.shape}"
+            )
+        labels = np.asarray(labels, dtype=np.int64)
+        levels = _labels.decode_array(labels, self.spec.texture.radices)
+        new = w + k
+        for name in ("images", "label", "seed"):
+            g[name].resize(new, axis=0)
+        for name in self.spec.texture.level_names:
+            g["levels"][name].resize(new, axis=0)
+        for j in range(k):  # one chunk per image: write whole chunks
+            g["images"][w + j] = images[j]
+        g["label"][w:new] = labels
+        g["seed"][w:new] = np.asarray(seeds, dtype=np.int64)
+        for j, name in enumerate(self.spec.texture.level_names):
+            g["levels"][name][w:new] = levels[:, j]
+        self._h5.flush()  # data and sizes reach the file before the counter moves
+        g.attrs["written"] = new
+        self._h5.flush()
+
+    def finish(self) -> Path:
+        """Check every split is full, mark the file complete and rename it to its final path."""
+        for s in self.splits:
+            lo, hi = self.range(s)
+            if self.written(s) != hi - lo:
+                raise ValueError(
+                    f"split {s!r}: {self.written(s)} of {hi - lo} samples written; cannot finish"
+                )
+        self._h5.attrs["complete"] = True
+        self._h5.flush()
+        self._h5.close()
+        os.replace(partial_path(self.path), self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Close without finishing (the partial file stays, resumable)."""
+        if self._h5.id.valid:
+            self._h5.flush()
+            self._h5.close()
+
+    def __enter__(self) -> HDF5Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _try_open_partial(partial: Path) -> h5py.File | None:
+    """Open a partial file for appending; ``None`` when it is unreadable (killed mid-flush)."""
+    try:
+        h5 = h5py.File(partial, "r+")
+    except OSError:
+        return None
+    try:
+        for key in ("fingerprint", "spec_json"):
+            h5.attrs[key]
+    except Exception:
+        h5.close()
+        return None
+    return h5
+
+
+def _check_resumable(h5: h5py.File, spec: DatasetSpec, layout: dict[str, Any],
+                     partial: Path) -> dict[str, int]:
+    fp = str(h5.attrs["fingerprint"])
+    if fp != spec.fingerprint:
+        raise FileExistsError(
+            f"out: {str(partial)!r} is an unfinished file of another spec (fingerprint {fp[:12]},"
+            f" this spec {spec.fingerprint[:12]}); pass overwrite=True (--overwrite) to discard it"
+        )
+    stored = json.loads(str(h5.attrs["layout"]))
+    want = json.loads(json.dumps(layout))
+    if stored != want:
+        raise FileExistsError(
+            f"out: {str(partial)!r} was started with another layout ({stored}); this run asks for"
+            f" {want}; pass overwrite=True (--overwrite) to discard it"
+        )
+    resumed = {}
+    for s in layout["splits"]:
+        g = h5[s]
+        w = int(g.attrs["written"])
+        # Rows past the counter may hold a block that was being written when the run died.
+        for name in ("images", "label", "seed"):
+            g[name].resize(w, axis=0)
+        for name in spec.texture.level_names:
+            g["levels"][name].resize(w, axis=0)
+        resumed[s] = w
+    h5.flush()
+    return resumed
+
+
+def _create_layout(h5: h5py.File, spec: DatasetSpec, ranges: Mapping[str, tuple[int, int]],
+                   shard: tuple[int, int], compression: str | None) -> None:
+    for k, v in provenance(spec).items():
+        h5.attrs[k] = v
+    h5.attrs["complete"] = False
+    h5.attrs["shard_index"] = shard[0]
+    h5.attrs["shard_count"] = shard[1]
+    h5.attrs["compression"] = "none" if compression is None else compression
+    h5.attrs["layout"] = json.dumps(
+        {"splits": {s: list(r) for s, r in ranges.items()}, "shard": list(shard),
+         "compression": compression}
+    )
+    h, w = spec.texture.size
+    comp: dict[str, Any] = {}
+    if compression == "gzip":
+        comp = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    elif compression == "lzf":
+        comp = {"compression": "lzf", "shuffle": True}
+    for s, (lo, hi) in ranges.items():
+        g = h5.create_group(s, track_order=True)
+        g.attrs["start"] = lo
+        g.attrs["stop"] = hi
+        g.attrs["num_samples"] = hi - lo
+        g.attrs["written"] = 0
+        g.create_dataset("images", shape=(0, h, w), maxshape=(None, h, w), dtype=np.float32,
+                         chunks=(1, h, w), fletcher32=True, track_times=False, **comp)
+        n = max(1, hi - lo)
+        lab_chunk = (min(_LABEL_CHUNK, n),)
+        for name in ("label", "seed"):
+            g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int64,
+                             chunks=lab_chunk, fletcher32=True, track_times=False)
+        lv = g.create_group("levels", track_order=True)
+        for name in spec.texture.level_names:
+            lv.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int64,
+                              chunks=lab_chunk, fletcher32=True, track_times=False)
+
+
+# ---- reading ------------------------------------------------------------------------------
+class HDF5Dataset:
+    """Read access to a gptextures HDF5 file.
+
+    Args:
+        path: the ``.h5`` file.
+        allow_incomplete: also open an unfinished (``.partial``) file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, allow_incomplete: bool = False):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"path: {str(self.path)!r} does not exist")
+        try:
+            self._h5 = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+        except OSError as exc:
+            raise FormatError(f"path: {str(self.path)!r} is not a readable HDF5 file ({exc})") \
+                from None
+        try:
+            attrs = dict(self._h5.attrs)
+            self.spec = spec_from_provenance(attrs, str(self.path))
+            self.attrs = attrs
+            self.complete = bool(attrs.get("complete", False))
+            if not self.complete and not allow_incomplete:
+                raise FormatError(
+                    f"path: {str(self.path)!r} is an unfinished dataset (complete=False); rerun"
+                    " the same `gptextures generate` to resume it"
+                )
+        except BaseException:
+            self._h5.close()
+            raise
+
+    @property
+    def splits(self) -> list[str]:
+        """Splits held by this file."""
+        return [s for s in self._h5 if isinstance(self._h5[s], h5py.Group)]
+
+    def _group(self, split: str) -> h5py.Group:
+        if split not in self.splits:
+            raise ValueError(f"split: {split!r} is not in {str(self.path)!r}; it has {self.splits}")
+        return self._h5[split]
+
+    def range(self, split: str) -> tuple[int, int]:
+        """``(start, stop)`` global indices of ``split`` held by this file."""
+        g = self._group(split)
+        return int(g.attrs["start"]), int(g.attrs["stop"])
+
+    def written(self, split: str) -> int:
+        return int(self._group(split).attrs["written"])
+
+    def __len__(self) -> int:
+        return sum(self.written(s) for s in self.splits)
+
+    def num_samples(self, split: str) -> int:
+        """Rows of ``split`` in this file."""
+        return self.written(split)
+
+    def image(self, split: str, i: int) -> np.ndarray:
+        """Row ``i`` of ``split``: float32 ``(H, W)``; :class:`CorruptDataError` on a bad chunk."""
+        g = self._group(split)
+        n = self.written(split)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index: expected an int, got {i!r}")
+        if not 0 <= int(i) < n:
+            raise IndexError(f"index: must be in [0, {n - 1}] for split {split!r}, got {i}")
+        try:
+            return g["images"][int(i)]
+        except OSError as exc:
+            raise CorruptDataError(self._corrupt_msg(split, int(i), "images", exc)) from None
+
+    def images(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of ``split``: float32 ``(k, H, W)``."""
+        g = self._group(split)
+        n = self.written(split)
+        stop = n if stop is None else min(int(stop), n)
+        out = np.empty((max(0, stop - start), *self.spec.texture.size), dtype=np.float32)
+        for j, i in enumerate(range(start, stop)):
+            try:
+                g["images"].read_direct(out, np.s_[i], np.s_[j])
+            except OSError as exc:
+                raise CorruptDataError(self._corrupt_msg(split, i, "images", exc)) from None
+        return out
+
+    def _column(self, split: str, name: str) -> np.ndarray:
+        g = self._group(split)
+        n = self.written(split)
+        try:
+            return g[name][:n]
+        except OSError as exc:
+            raise CorruptDataError(self._corrupt_msg(split, None, name, exc)) from None
+
+    def labels(self, split: str) -> np.ndarray:
+        """Class indices, int64 ``(n,)``."""
+        return self._column(split, "label")
+
+    def level_labels(self, split: str) -> np.ndarray:
+        """Per-level labels, int64 ``(n, depth)`` (columns in level order)."""
+        cols = [self._column(split, f"levels/{name}") for name in self.spec.texture.level_names]
+        return np.stack(cols, axis=1) if cols else np.empty((0, 0), np.int64)
+
+    def seeds(self, split: str) -> np.ndarray:
+        """Per-sample seeds, int64 ``(n,)``."""
+        return self._column(split, "seed")
+
+    def indices(self, split: str) -> np.ndarray:
+        """Global sample indices of the rows, int64 ``(n,)``."""
+        lo, _ = self.range(split)
+        return np.arange(lo, lo + self.written(split), dtype=np.int64)
+
+    def _corrupt_msg(self, split: str, i: int | None, what: str, exc: Exception) -> str:
+        where = f"split {split!r}, index {self.range(split)[0] + i}" if i is not None \
+            else f"split {split!r}, dataset {what!r}"
+        return (f"{str(self.path)!r}: corrupted data in {where} (checksum/read failure: {exc});"
+                " regenerate the file or download it again")
+
+    def close(self) -> None:
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def __enter__(self) -> HDF5Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_spec(path: str | os.PathLike[str]) -> DatasetSpec:
+    """The :class:`DatasetSpec` stored in an HDF5 file (complete or not)."""
+    with HDF5Dataset(path, allow_incomplete=True) as ds:
+        return ds.spec
+
+
+# ---- verification -------------------------------------------------------------------------
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify`: ``ok`` is true when ``problems`` is empty."""
+
+    path: str
+    fingerprint: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    chunks_checked: int = 0
+    regenerated: list[tuple[str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(path: str | os.PathLike[str], *, samples: int = 8, seed: int | None = None,
+           progress: bool = False) -> VerifyReport:
+    """Check an HDF5 file: every chunk's checksum, counts, fingerprint, labels and seeds, and
+    regenerate ``samples`` random images from their seeds (``-1``: all) comparing bytes.
+
+    Args:
+        path: the ``.h5`` file.
+        samples: images to regenerate per split (``-1``: all of them).
+        seed: seed of the random choice of images (``None``: fresh).
+        progress: show a tqdm bar over chunks.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < -1:
+        raise ValueError(f"samples: expected an int >= -1 (-1 = all), got {samples!r}")
+    report = VerifyReport(path=str(path))
+    with HDF5Dataset(path, allow_incomplete=True) as ds:
+        spec = ds.spec
+        report.fingerprint = spec.fingerprint
+        if not ds.complete:
+            report.problems.append("file is not complete (complete=False): an unfinished run")
+        rng = np.random.default_rng(seed)
+        total = sum(ds.written(s) for s in ds.splits)
+        bar = _bar(total, "verify", progress)
+        try:
+            for s in ds.splits:
+                _verify_split(ds, s, spec, rng, samples, report, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        missing = [s for s in spec.splits if s not in ds.splits]
+        if missing and int(ds.attrs.get("shard_count", 1)) == 1:
+            report.problems.append(f"splits {missing} of the spec are missing from the file")
+    return report
+
+
+def _verify_split(ds: HDF5Dataset, s: str, spec: DatasetSpec, rng: np.random.Generator,
+                  samples: int, report: VerifyReport, bar: Any) -> None:
+    lo, hi = ds.range(s)
+    n = ds.written(s)
+    report.counts[s] = n
+    if ds.complete and n != hi - lo:
+        report.problems.append(f"split {s!r}: {n} samples, expected {hi - lo}")
+    if hi > spec.num_samples(s):
+        report.problems.append(f"split {s!r}: range [{lo}, {hi}) exceeds the spec's "
+                               f"{spec.num_samples(s)} samples")
+        return
+    bad: set[int] = set()
+    for i in range(n):
+        try:
+            ds.image(s, i)
+        except CorruptDataError:
+            bad.add(i)
+            report.problems.append(f"split {s!r}, index {lo + i}: image chunk fails its checksum")
+        report.chunks_checked += 1
+        if bar is not None:
+            bar.update(1)
+    try:
+        lab, lev, sd = ds.labels(s), ds.level_labels(s), ds.seeds(s)
+    except CorruptDataError as exc:
+        report.problems.append(str(exc))
+        return
+    idx = np.arange(lo, lo + n)
+    want_lab = idx % spec.num_classes
+    for i in np.flatnonzero(lab != want_lab)[:10]:
+        report.problems.append(f"split {s!r}, index {lo + i}: label {lab[i]}, expected "
+                               f"{want_lab[i]}")
+    want_lev = _labels.decode_array(want_lab, spec.texture.radices)
+    for i in np.flatnonzero((lev != want_lev).any(axis=1))[:10]:
+        report.problems.append(f"split {s!r}, index {lo + i}: level labels {lev[i].tolist()}, "
+                               f"expected {want_lev[i].tolist()}")
+    want_seed = np.array([spec.seed_of(s, int(i)) for i in idx], dtype=np.int64)
+    for i in np.flatnonzero(sd != want_seed)[:10]:
+        report.problems.append(f"split {s!r}, index {lo + i}: seed {sd[i]}, expected "
+                               f"{want_seed[i]}")
+    candidates = [i for i in range(n) if i not in bad]
+    k = len(candidates) if samples == -1 else min(samples, len(candidates))
+    chosen = sorted(rng.choice(candidates, size=k, replace=False).tolist()) if k else []
+    for i in chosen:
+        fresh = spec.sample(s, lo + i).image
+        if fresh.tobytes() != ds.image(s, i).tobytes():
+            report.problems.append(f"split {s!r}, index {lo + i}: stored image differs from the"
+                                   " image regenerated from its seed")
+        report.regenerated.append((s, lo + i))
+
+
+def _bar(total: int, desc: str, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img")
+
+
+# ---- merging ------------------------------------------------------------------------------
+def merge(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+          overwrite: bool = False, progress: bool = False) -> Path:
+    """Join complete shard files ``i/n`` (any order) into one file identical to a
+    single-process run (same datasets, same attributes).
+
+    Raises:
+        ValueError: shards of different specs, missing or duplicate shards, incomplete shards.
+        FileExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    if not shards:
+        raise ValueError("shards: expected one or more shard files, got none")
+    opened = [HDF5Dataset(p) for p in shards]
+    try:
+        spec = opened[0].spec
+        counts = {int(d.attrs.get("shard_count", 1)) for d in opened}
+        for d in opened:
+            if d.spec.fingerprint != spec.fingerprint:
+                raise FingerprintMismatchError(
+                    f"shards: {str(d.path)!r} has fingerprint {d.spec.fingerprint[:12]}, "
+                    f"{str(opened[0].path)!r} has {spec.fingerprint[:12]}; they are different"
+                    " datasets"
+                )
+        if len(counts) != 1:
+            raise ValueError(f"shards: files disagree on the number of shards: {sorted(counts)}")
+        n = counts.pop()
+        by_index: dict[int, HDF5Dataset] = {}
+        for d in opened:
+            i = int(d.attrs.get("shard_index", 0))
+            if i in by_index:
+                raise ValueError(f"shards: shard {i}/{n} given twice ({str(by_index[i].path)!r},"
+                                 f" {str(d.path)!r})")
+            by_index[i] = d
+        missing = sorted(set(range(n)) - set(by_index))
+        if missing:
+            raise ValueError(f"shards: missing shard(s) {missing} of {n}")
+        parts = [by_index[i] for i in range(n)]
+        splits = parts[0].splits
+        for d in parts:
+            if d.splits != splits:
+                raise ValueError(f"shards: {str(d.path)!r} holds splits {d.splits}, expected"
+                                 f" {splits}")
+        total = sum(len(d) for d in parts)
+        bar = _bar(total, "merge", progress)
+        comp = str(parts[0].attrs.get("compression", "none"))
+        writer = HDF5Writer.open(out, spec, splits=splits, overwrite=overwrite,
+                                 compression=None if comp == "none" else comp)
+        try:
+            for s in splits:
+                for d in parts:
+                    lo, hi = d.range(s)
+                    if writer.next_index(s) != lo:
+                        raise ValueError(f"shards: split {s!r} of {str(d.path)!r} starts at {lo},"
+                                         f" expected {writer.next_index(s)}")
+                    step = 16
+                    labs, sds = d.labels(s), d.seeds(s)
+                    for a in range(0, hi - lo, step):
+                        b = min(a + step, hi - lo)
+                        if lo + a < writer.next_index(s):  # resumed merge
+                            continue
+                        writer.write(s, lo + a, d.images(s, a, b), labs[a:b], sds[a:b])
+                        if bar is not None:
+                            bar.update(b - a)
+            return writer.finish()
+        except BaseException:
+            writer.close()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        for d in opened:
+            d.close()
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 over every attribute and dataset of a file in a canonical order.
+
+    Two files with the same digest hold the same bytes in every dataset and attribute, whatever
+    the order of their internal HDF5 allocations (which differ after a resume).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def visit(name: str, obj: Any) -> None:
+        h.update(name.encode())
+        for k in sorted(obj.attrs):
+            h.update(k.encode())
+            h.update(repr(obj.attrs[k]).encode())
+        if isinstance(obj, h5py.Dataset):
+            h.update(str(obj.dtype).encode() + str(obj.shape).encode())
+            for i in range(obj.shape[0] if obj.shape else 0):
+                h.update(np.ascontiguousarray(obj[i]).tobytes())
+
+    with h5py.File(path, "r") as f:
+        visit("/", f)
+        names: list[str] = []
+        f.visit(names.append)
+        for name in sorted(names):
+            visit(name, f[name])
+    return h.hexdigest()
+
+
+def iter_rows(ds: HDF5Dataset, split: str, batch: int = 16) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start_row, images (k, H, W))`` blocks of a split in order."""
+    n = ds.written(split)
+    for a in range(0, n, batch):
+        yield a, ds.images(split, a, min(a + batch, n))
