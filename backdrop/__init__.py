@@ -16,10 +16,14 @@ from backdrop.functional import (
 )
 from backdrop.layers import Backdrop
 from backdrop.losses import auc_rank_loss, centroid_distance_loss
+from backdrop.models import AllConvNet, GPNet, PonceNet, lattice_size, mask_stage
 
 __all__ = [
+    "AllConvNet",
     "Backdrop",
     "EfficientBackdrop",
+    "GPNet",
+    "PonceNet",
     "apply_mask",
     "auc_rank_loss",
     "backdrop",
@@ -27,6 +31,8 @@ __all__ = [
     "centroid_distance_loss",
     "efficient_backdrop",
     "expand_mask",
+    "lattice_size",
+    "mask_stage",
     "mask_weights",
     "sample_mask",
     "scale_gradient",
