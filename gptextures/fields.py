@@ -107,7 +107,7 @@ class FieldPlan:
 
     def place(self, spectrum: np.ndarray, top: np.ndarray, bottom: np.ndarray,
               scale: float = 1.0, *, add: bool = False) -> None:
-        """Write (or add) ``scale *`` the blocks into a full half spectrum."""
+        """Write (or add) ``scale *`` the blocks into low spectrum columns ``(H, >= rx + 1)``."""
         h = self.shape[0]
         s = np.float32(scale)
         dst_top = spectrum[: self.ry + 1, : self.rx + 1]
@@ -201,7 +201,7 @@ def sample_field(
 def draw_field(plan: FieldPlan, rng: np.random.Generator, crop: tuple[int, int], *,
                threads: int = 1, backend: str | None = None) -> np.ndarray:
     """Draw a field from a plan and return its top-left ``crop`` (float32, C-contiguous)."""
-    spectrum = _fft.empty_spectrum(plan.shape, backend)
+    spectrum = _fft.zeros_columns(plan.shape[0], plan.rx + 1, backend)
     top, bottom = plan.coefficients(rng)
     plan.place(spectrum, top, bottom)
     out = _fft.irfft2(spectrum, plan.shape, threads=threads, backend=backend)

@@ -99,10 +99,10 @@ def render_components(
 def _render_sum_fourier(spec: TextureSpec, plans: list[FieldPlan], seed: int, threads: int,
                         backend: str | None) -> np.ndarray:
     h, w = spec.size
-    spectrum = _fft.empty_spectrum((h, w), backend)
     ry = max(p.ry for p in plans)
     nb = max(p.n_bottom for p in plans)
     rx = max(p.rx for p in plans)
+    spectrum = _fft.zeros_columns(h, rx + 1, backend)
     for i, (lv, plan) in enumerate(zip(spec.levels, plans)):
         top, bottom = plan.coefficients(_level_rng(seed, i))
         top[0, 0] = 0.0  # per-sample mean removal
