@@ -36,15 +36,29 @@ def _train_batchnorms(module: nn.Module) -> list[_BN]:
     return [m for m in module.modules() if isinstance(m, _BN) and m.training]
 
 
+_Stats = dict[int, tuple[Tensor, Tensor, Tensor, int]]
+
+
+def _channel_view(x: Tensor) -> tuple[list[int], list[int]]:
+    """Reduction dims (all but channel dim 1) and the broadcast shape of a per-channel vector."""
+    red = [d for d in range(x.ndim) if d != 1]
+    shape = [1] * x.ndim
+    shape[1] = x.shape[1]
+    return red, shape
+
+
 @contextmanager
-def _capture_batch_stats(bns: list[_BN], stats: dict[int, tuple[Tensor, Tensor]]) -> Iterator[None]:
-    """Record each BatchNorm's batch mean and biased variance over its input (per channel)."""
+def _capture_dropped_stats(bns: list[_BN], drop_idx: Tensor, stats: _Stats) -> Iterator[None]:
+    """Record, per BatchNorm, the full-batch mean ``c`` and the dropped samples' share of the
+    batch moments: ``sum (x_d - c)``, ``sum (x_d - c)^2`` over dropped rows, and the element count
+    per channel of the whole batch."""
 
     def hook(mod: _BN, args: tuple[Tensor, ...]) -> None:
         x = args[0].detach()
-        red = [d for d in range(x.ndim) if d != 1]
-        var, mean = torch.var_mean(x, dim=red, correction=0)
-        stats[id(mod)] = (mean, var)
+        red, shape = _channel_view(x)
+        center = x.mean(dim=red)
+        xd = x[drop_idx] - center.view(shape)
+        stats[id(mod)] = (center, xd.sum(dim=red), (xd * xd).sum(dim=red), x.numel() // x.shape[1])
 
     handles = [bn.register_forward_pre_hook(hook) for bn in bns]
     try:
@@ -54,20 +68,41 @@ def _capture_batch_stats(bns: list[_BN], stats: dict[int, tuple[Tensor, Tensor]]
             h.remove()
 
 
+def _mixed_stats_forward(bn: _BN, center: Tensor, s1: Tensor, s2: Tensor, count: int):
+    """Forward for the kept rows: the values of the full-batch mean and biased variance, with the
+    gradient of the kept rows' own mean and variance (the kept rows stand in for the dropped
+    ones in the statistics' backward, as if the batch were the kept subset)."""
+
+    def forward(x: Tensor) -> Tensor:
+        red, shape = _channel_view(x)
+        y = x - center.view(shape)
+        var_k, shift_k = torch.var_mean(y, dim=red, correction=0)
+        with torch.no_grad():
+            shift = (y.sum(dim=red) + s1) / count  # full mean - center (0 up to rounding)
+            var = (y.pow(2).sum(dim=red) + s2) / count - shift * shift
+        shift = shift_k + (shift - shift_k).detach()  # value: full batch; gradient: kept subset
+        var = var_k + (var - var_k).detach()
+        out = (y - shift.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+        if bn.weight is not None:
+            out = out * bn.weight.view(shape)
+        if bn.bias is not None:
+            out = out + bn.bias.view(shape)
+        return out
+
+    return forward
+
+
 @contextmanager
-def _frozen_batch_stats(bns: list[_BN], stats: dict[int, tuple[Tensor, Tensor]]) -> Iterator[None]:
-    """Make each BatchNorm normalize with the recorded statistics, updating no running stats."""
-    saved = [(bn.running_mean, bn.running_var, bn.training) for bn in bns]
+def _full_batch_stats(bns: list[_BN], stats: _Stats) -> Iterator[None]:
+    """Run each BatchNorm with :func:`_mixed_stats_forward`; running stats are not touched."""
     try:
         for bn in bns:
-            mean, var = stats[id(bn)]
-            bn.running_mean, bn.running_var = mean, var
-            bn.training = False
+            bn.forward = _mixed_stats_forward(bn, *stats[id(bn)])  # type: ignore[method-assign]
         yield
     finally:
-        for bn, (rm, rv, tr) in zip(bns, saved, strict=True):
-            bn.running_mean, bn.running_var = rm, rv
-            bn.training = tr
+        for bn in bns:
+            if "forward" in vars(bn):
+                del bn.forward
 
 
 def _assemble(kept: Tensor, dropped: Tensor, keep_idx: Tensor, drop_idx: Tensor) -> Tensor:
@@ -96,12 +131,17 @@ def efficient_backdrop(
         mask: optional bool keep-mask of shape ``(B,)`` with at least one True.
         generator: optional ``torch.Generator`` for the mask draw.
         batchnorm: how BatchNorm layers in train mode are handled (no effect without them):
-            ``"full"``: one no-grad pass over the whole batch gives all latents and the batch
-            statistics (running stats updated once, as in a plain step); the kept samples are
-            re-run with a graph, normalized with those full-batch statistics. Latent values equal
-            the plain forward's; the gradient lacks only the terms through the batch statistics.
+            ``"full"``: one no-grad pass over the whole batch gives the dropped latents and the
+            batch moments (running stats updated once, as in a plain step); the kept samples are
+            re-run with a graph and normalized with the values of the full-batch mean and
+            variance, whose gradient is taken as that of the kept samples' own mean and variance
+            (the kept samples stand in for the dropped ones, whose graph is not built). Latent
+            values equal the plain forward's; only the gradient paths through the dropped
+            samples' share of the statistics are estimated (docs/backdrop.md has measurements).
             ``"subset"``: kept and dropped samples are run separately, each normalized with its own
             subset statistics (running stats updated twice); cheaper, but latent values differ.
+            Either way the encoder should be deterministic in train mode (no Dropout), since the
+            kept samples are run a second time in "full" mode.
     Returns:
         ``(latents, mask)``: latents ``(B, ...)`` whose gradient flows only into kept rows, scaled
         by ``B / |b|_1``; ``mask`` the bool ``(B,)`` keep-mask, or ``None`` when no masking happened
@@ -134,19 +174,16 @@ def efficient_backdrop(
     scale = batch / keep_idx.numel()
     bns = _train_batchnorms(encoder)
 
+    if drop_idx.numel() == 0:
+        return encoder(x), mask
     if bns and batchnorm == "full":
-        stats: dict[int, tuple[Tensor, Tensor]] = {}
-        with torch.no_grad(), _capture_batch_stats(bns, stats):
+        stats: _Stats = {}
+        with torch.no_grad(), _capture_dropped_stats(bns, drop_idx, stats):
             full = encoder(x)
-        if drop_idx.numel() == 0:
-            with _frozen_batch_stats(bns, stats):
-                return scale_gradient(encoder(x), scale), mask
-        with _frozen_batch_stats(bns, stats):
+        with _full_batch_stats(bns, stats):
             kept = encoder(x[keep_idx])
         return _assemble(scale_gradient(kept, scale), full[drop_idx], keep_idx, drop_idx), mask
 
-    if drop_idx.numel() == 0:
-        return encoder(x), mask
     kept = encoder(x[keep_idx])
     with torch.no_grad():
         dropped = encoder(x[drop_idx])

@@ -78,17 +78,20 @@ def test_batchnorm_full_mode_keeps_forward_and_running_stats_of_a_plain_step():
     assert bn_e.training  # restored
 
 
-def test_batchnorm_full_mode_gradient_is_naive_gradient_with_batch_stats_held_fixed():
-    """'full' drops exactly the gradient terms through the batch statistics, nothing else."""
+def test_batchnorm_full_mode_gradient_definition():
+    """'full' = naive masked gradient of a BatchNorm whose statistics have the full-batch values
+    but the gradient of the kept samples' own statistics."""
     x, y = _data()
     ref, eff = _encoder(True), _encoder(True)
-    bn = ref[1]
-    with torch.no_grad():
-        h = ref[0](x)
-        var, mean = torch.var_mean(h, dim=(0, 2, 3), correction=0)
-    bn.eval()
-    bn.running_mean, bn.running_var = mean, var
-    _loss(apply_mask(ref(x), MASK), y).backward()
+    conv, bn, rest = ref[0], ref[1], ref[2:]
+    h = conv(x)
+    var_k, mean_k = torch.var_mean(h[MASK], dim=(0, 2, 3), correction=0)
+    var_f, mean_f = torch.var_mean(h.detach(), dim=(0, 2, 3), correction=0)
+    mean = mean_k + (mean_f - mean_k).detach()
+    var = var_k + (var_f - var_k).detach()
+    c = (1, -1, 1, 1)
+    hn = (h - mean.view(c)) / torch.sqrt(var.view(c) + bn.eps) * bn.weight.view(c) + bn.bias.view(c)
+    _loss(apply_mask(rest(hn), MASK), y).backward()
     z, _ = efficient_backdrop(eff, x, mask=MASK, batchnorm="full")
     _loss(z, y).backward()
     for ge, gr in zip(_grads(eff), _grads(ref), strict=True):
