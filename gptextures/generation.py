@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .io import hdf5 as _hdf5
-from .io.meta import check_formats, detect_format
+from .io.meta import check_formats, detect_format, ensure_writable_dir
 from .spec import DatasetSpec
 
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -267,6 +267,7 @@ def generate(
     shard = parse_shard(shard)
     splits = list(spec.splits) if splits is None else [spec.check_split(s) for s in splits]
     paths = output_paths(spec, out_dir, fmts, shard)
+    ensure_writable_dir(out_dir)
     if not overwrite:  # refuse before touching anything
         for f, p in paths.items():
             if p.exists():

@@ -30,6 +30,7 @@ from .meta import (
     CorruptDataError,
     FingerprintMismatchError,
     FormatError,
+    ensure_writable_dir,
     provenance,
     spec_from_provenance,
 )
@@ -116,11 +117,7 @@ class HDF5Writer:
                 f"out: {str(path)!r} already exists (a complete dataset); pass overwrite=True"
                 " (--overwrite) to replace it"
             )
-        parent = path.parent
-        if not parent.exists():
-            parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(parent, os.W_OK):
-            raise PermissionError(f"out: directory {str(parent)!r} is not writable")
+        ensure_writable_dir(path.parent)
         ranges = {s: shard_range(spec.num_samples(s), shard) for s in splits}
         partial = partial_path(path)
         layout = {"splits": ranges, "shard": list(shard), "compression": compression}

@@ -33,6 +33,7 @@ from .meta import (
     PARTIAL_SUFFIX,
     FingerprintMismatchError,
     FormatError,
+    ensure_writable_dir,
     provenance,
     spec_from_provenance,
 )
@@ -258,9 +259,7 @@ class HFWriter:
                 f"out: {str(path)!r} already exists (a complete dataset folder); pass"
                 " overwrite=True (--overwrite) to replace it"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path.parent, os.W_OK):
-            raise PermissionError(f"out: directory {str(path.parent)!r} is not writable")
+        ensure_writable_dir(path.parent)
         self = cls(path, spec, files, shard, compression, rpf)
         layout = self._layout()
         marker = self.work / "layout.json"

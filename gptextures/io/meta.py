@@ -111,3 +111,27 @@ def check_formats(formats: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
         if f not in out:
             out.append(f)
     return tuple(out)
+
+
+def ensure_writable_dir(directory: str | os.PathLike[str], name: str = "out") -> Path:
+    """Create ``directory`` if needed and check a file can be created in it.
+
+    Raises:
+        PermissionError: it cannot be created or written (read-only filesystem, permissions).
+        ValueError: it exists and is not a directory.
+    """
+    import tempfile
+
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{name}: {str(d)!r} exists and is not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"{name}: cannot create directory {str(d)!r} ({exc})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".gptextures-probe-"):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"{name}: directory {str(d)!r} is not writable ({exc})") from None
+    return d
