@@ -6,6 +6,7 @@ Public API: ``sample_field``, ``render``, ``render_components``, ``Level``, ``Te
 
 from . import presets
 from .fields import sample_field
+from .io import load
 from .spec import ALGORITHM_VERSION, DatasetSpec, Level, Sample, TextureSpec
 from .textures import render, render_components
 
@@ -18,6 +19,7 @@ __all__ = [
     "Sample",
     "TextureSpec",
     "__version__",
+    "load",
     "presets",
     "render",
     "render_components",
