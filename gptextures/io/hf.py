@@ -251,6 +251,7 @@ class HFWriter:
         _require()
         _parquet_options(compression)
         path = Path(path)
+        spec = _canonical(spec)
         splits = list(spec.splits) if splits is None else [spec.check_split(s) for s in splits]
         rpf = default_rows_per_file(spec) if rows_per_file is None else rows_per_file
         files = shard_files(plan_files(spec, rpf, splits), shard)
@@ -336,6 +337,7 @@ def dataset_card(spec: DatasetSpec) -> str:
     from .. import __version__
     from ..fft import backend_name
 
+    spec = _canonical(spec)
     feats = features(spec)
     split_dict = SplitDict()
     for s in spec.splits:
@@ -374,6 +376,12 @@ def dataset_card(spec: DatasetSpec) -> str:
         package_version=__version__, fft_backend=backend_name(),
         spec_json=spec.to_json(indent=2),
     )
+
+
+def _canonical(spec: DatasetSpec) -> DatasetSpec:
+    """The spec as read back from its JSON (splits in sorted order), so that every file and
+    card written for one fingerprint is the same whatever the order splits were declared in."""
+    return DatasetSpec.from_json(spec.to_json(indent=None))
 
 
 def _size_category(n: int) -> str:
