@@ -5,7 +5,8 @@ Everything is measured in one run and compared as ratios, so the figures survive
 machine better than absolute times. Results go to ``benchmarks/results/generator_speed.json``
 and ``generator_speed.md``; docs/performance.md explains every number.
 
-What is timed (wall clock, ``time.perf_counter``; medians of repeated calls):
+What is timed (medians of repeated calls; wall clock, and the calling thread's CPU time for
+one-thread calls):
 
 - ours: ``render(texture, class_index, seed=..., threads=t)`` for t = 1, 2, classes cycled.
 - (a) reference: the same maths in plain numpy (:class:`ReferenceRenderer`): full-grid complex
@@ -17,8 +18,9 @@ What is timed (wall clock, ``time.perf_counter``; medians of repeated calls):
   kernel ``k(r) = exp(-r^2 / (2 l^2))`` matched (see :func:`gstools_len_scale`,
   :func:`powerbox_pk`).
 
-The fast timings are interleaved (every repeat calls each function once, in turn) so that load
-from other processes on a shared machine hits ours and the floor alike.
+The timings of one thread count are interleaved (every repeat calls each function once, in
+turn) so that load from other processes on a shared machine hits ours, the reference and the
+floor alike.
 """
 
 from __future__ import annotations
@@ -247,25 +249,29 @@ def fft_functions(shape: tuple[int, int], threads: int) -> dict[str, Timed]:
 
 
 def _timed(func: Callable, spent: list[float]) -> Callable:
-    """``func`` wrapped to add the seconds spent in it to ``spent[0]`` (binds like a method)."""
+    """``func`` wrapped to add the CPU seconds of the calling thread spent in it to ``spent[0]``.
+
+    A plain function, so it binds like a method when set on a class.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
+        c0 = time.thread_time()
         try:
             return func(*args, **kwargs)
         finally:
-            spent[0] += time.perf_counter() - t0
+            spent[0] += time.thread_time() - c0
 
     return wrapper
 
 
-def measure_components(texture: TextureSpec, repeats: int, threads: int = 1) -> dict:
-    """Median ms per image of the noise draw, the inverse FFT and the rest of ``render``.
+def measure_components(texture: TextureSpec, repeats: int) -> dict:
+    """Median CPU ms per image of the noise draw, the inverse FFT and the rest of ``render``.
 
-    ``render`` runs unmodified while ``gptextures.fft.irfft2`` and
+    One-thread ``render`` runs unmodified while ``gptextures.fft.irfft2`` and
     ``gptextures.fields.FieldPlan.coefficients`` (normal deviates, Hermitian symmetry and the
-    amplitudes of one level) are wrapped by timers; ``rest`` is the total minus both. These are
+    amplitudes of one level) are wrapped by timers of the calling thread's CPU time (steadier
+    than wall time on a shared machine); ``rest`` is the total minus both, per call. These are
     internals, not a stable API: if they are gone, returns ``{"available": False, ...}``.
     """
     from gptextures import fields
@@ -276,17 +282,18 @@ def measure_components(texture: TextureSpec, repeats: int, threads: int = 1) -> 
         return {"available": False, "reason": f"internals changed: no {', '.join(missing)}"}
     originals = [getattr(o, n) for o, n in names]
     fft_spent, noise_spent = [0.0], [0.0]
-    render = _render_fn(texture, threads)
+    render = _render_fn(texture, 1)
     render(-1)
-    totals, ffts, noises = [], [], []
+    totals, walls, ffts, noises = [], [], [], []
     try:
         gfft.irfft2 = _timed(originals[0], fft_spent)
         fields.FieldPlan.coefficients = _timed(originals[1], noise_spent)
         for i in range(repeats):
             fft_spent[0] = noise_spent[0] = 0.0
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             render(i)
-            totals.append(time.perf_counter() - t0)
+            walls.append(time.perf_counter() - t0)
+            totals.append(time.thread_time() - c0)
             ffts.append(fft_spent[0])
             noises.append(noise_spent[0])
     finally:
@@ -296,7 +303,19 @@ def measure_components(texture: TextureSpec, repeats: int, threads: int = 1) -> 
         return {"available": False,
                 "reason": "render no longer calls fft.irfft2 / FieldPlan.coefficients"}
     rests = [t - f - z for t, f, z in zip(totals, ffts, noises)]
-    return {"available": True, "threads": threads, "n": repeats,
+    try:  # normal deviates drawn per image (band-limited), averaged over the classes
+        deviates = float(np.mean([
+            sum(fields.field_plan(texture.kernel, tuple(texture.size), ell).noise_count
+                for ell in texture.length_scales(c))
+            for c in range(texture.num_classes)
+        ]))
+    except Exception:  # noqa: BLE001 - internals are not a stable API
+        deviates = None
+    h, w = texture.size
+    return {"available": True, "clock": "thread CPU time", "threads": 1, "n": repeats,
+            "normal_deviates_per_image": deviates,
+            "reference_normal_deviates_per_image": 2 * h * (w // 2 + 1) * texture.depth,
+            "wall_total_ms": 1e3 * statistics.median(walls),
             **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in
                (("total", totals), ("noise", noises), ("fft", ffts), ("rest", rests))}}
 
@@ -380,32 +399,42 @@ def measure_gstools(shape: tuple[int, int], length_scales: Sequence[float],
     except ImportError:
         return {"available": False, "reason": "not installed (pip install 'gptextures[bench]')"}
     h, w = shape
-    gstools.config.NUM_THREADS = 1
     out: dict = {"available": True, "version": gstools.__version__, "fields": {}}
-    for ell in length_scales:
-        model = gstools.Gaussian(dim=2, var=1.0, len_scale=gstools_len_scale(ell))
-        r = np.array([0.0, ell, 2.0 * ell])
-        model_err = float(np.max(np.abs(model.correlation(r) - np.exp(-0.5 * (r / ell) ** 2))))
-        modes = gstools_mode_no(shape, ell)
-        n_modes = modes[0] * modes[1]
-        rows = int(max(1, min(h, point_mode_budget // (n_modes * w))))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            srf = gstools.SRF(model, generator="Fourier", period=[float(h), float(w)],
-                              mode_no=modes, seed=7)
-            c0, t0 = time.thread_time(), time.perf_counter()
-            field = srf.structured((np.arange(rows, dtype=float), np.arange(w, dtype=float)))
-            dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
-        full_ms = 1e3 * dt * h / rows
-        out["fields"][f"l={ell:g},threads=1"] = {
-            "median_ms": full_ms, "min_ms": full_ms, "cpu_median_ms": 1e3 * cpu * h / rows,
-            "n": 1, "per_s": 1e3 / full_ms,
-            "threads": 1, "length_scale": ell, "len_scale": gstools_len_scale(ell),
-            "mode_no": modes, "rows_measured": rows, "measured_ms": 1e3 * dt,
-            "extrapolated": rows < h, "model_max_abs_error": model_err,
-            "check": _field_check(np.asarray(field), ell),
-        }
+    saved_threads = gstools.config.NUM_THREADS
+    gstools.config.NUM_THREADS = 1
+    try:
+        for ell in length_scales:
+            out["fields"][f"l={ell:g},threads=1"] = _gstools_field(
+                gstools, shape, ell, point_mode_budget
+            )
+    finally:
+        gstools.config.NUM_THREADS = saved_threads
     return out
+
+
+def _gstools_field(gstools, shape: tuple[int, int], ell: float, point_mode_budget: float) -> dict:
+    """Time one gstools field at length scale ``ell`` (see :func:`measure_gstools`)."""
+    h, w = shape
+    model = gstools.Gaussian(dim=2, var=1.0, len_scale=gstools_len_scale(ell))
+    r = np.array([0.0, ell, 2.0 * ell])
+    model_err = float(np.max(np.abs(model.correlation(r) - np.exp(-0.5 * (r / ell) ** 2))))
+    modes = gstools_mode_no(shape, ell)
+    rows = int(max(1, min(h, point_mode_budget // (modes[0] * modes[1] * w))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        srf = gstools.SRF(model, generator="Fourier", period=[float(h), float(w)],
+                          mode_no=modes, seed=7)
+        c0, t0 = time.thread_time(), time.perf_counter()
+        field = srf.structured((np.arange(rows, dtype=float), np.arange(w, dtype=float)))
+        dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    full_ms = 1e3 * dt * h / rows
+    return {
+        "median_ms": full_ms, "min_ms": full_ms, "cpu_median_ms": 1e3 * cpu * h / rows,
+        "n": 1, "per_s": 1e3 / full_ms, "threads": 1, "length_scale": ell,
+        "len_scale": gstools_len_scale(ell), "mode_no": modes, "rows_measured": rows,
+        "measured_ms": 1e3 * dt, "extrapolated": rows < h, "model_max_abs_error": model_err,
+        "check": _field_check(np.asarray(field), ell),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,8 +642,8 @@ def rows(report: dict) -> list[tuple[str, str, str, str, str]]:
                             ("fft", "inverse FFT (gptextures.fft.irfft2)"),
                             ("rest", "the rest (placement, normalisation, allocation)")):
             ms = c[f"{part}_ms"]
-            out.append((f"&nbsp;&nbsp;of which {label}", _fmt(ms), "-", "-",
-                        f"{ms / c['total_ms']:.0%} of render" if c["total_ms"] > 0 else "-"))
+            out.append((f"&nbsp;&nbsp;of which {label}", "-", _fmt(ms), "-",
+                        f"{ms / c['total_ms']:.0%} of render's CPU" if c["total_ms"] > 0 else "-"))
     add("(a) plain numpy reference: full-grid noise, numpy.fft, 1 thread", report["reference"])
     for key, st in report["fft"].items():
         if key == "numpy":
@@ -688,6 +717,7 @@ def format_markdown(report: dict, command: str) -> str:
         f" {report['repeats']['powerbox']}; gstools: 1). Peers draw one field per level at"
         f" l = {', '.join(f'{s:g}' for s in report['peer_length_scales'])} px.",
         "",
+        *_load_note(m),
         "| " + " | ".join(HEADER) + " |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -697,6 +727,20 @@ def format_markdown(report: dict, command: str) -> str:
     lines += ["", "See docs/performance.md for what each number means and how peers were matched.",
               ""]
     return "\n".join(lines)
+
+
+def _load_note(machine: dict) -> list[str]:
+    """A warning paragraph when other processes competed for the cores during the run."""
+    loads = [x[0] for x in (machine.get("loadavg_start"), machine.get("loadavg_end")) if x]
+    cores = machine.get("cpu_count") or 1
+    if not loads or max(loads) <= 1.5:
+        return []
+    return [
+        f"Load: the 1-minute load average reached {max(loads):.1f} on {cores} cores, so other"
+        " processes competed for the cores: wall times include waiting for a core (compare the"
+        " CPU-time column) and the two-thread rows mostly measure scheduling delays.",
+        "",
+    ]
 
 
 def _load(load) -> str:
