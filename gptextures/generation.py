@@ -127,6 +127,8 @@ class _Pool:
     def __init__(self, workers: int):
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if ctx.get_start_method() == "forkserver":  # import numpy/pyFFTW once, not per worker
+            ctx.set_forkserver_preload(["gptextures.generation"])
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                            initializer=_worker_init)
 

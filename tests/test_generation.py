@@ -1,0 +1,158 @@
+"""Orchestration: workers, shards, merge and Dask give the bytes of a single-process run."""
+
+from __future__ import annotations
+
+import filecmp
+
+import pytest
+
+from gptextures import DatasetSpec, Level, TextureSpec, presets
+from gptextures.generation import (
+    block_size,
+    generate,
+    generate_sharded,
+    merge,
+    output_paths,
+    parse_shard,
+    render_block,
+)
+from gptextures.io import hdf5 as h5io
+from gptextures.io import load
+
+SPEC = presets.get("tiny")
+# Odd sizes so that blocks, shards and files do not line up.
+ODD = DatasetSpec(
+    name="odd", version="1", seed=7,
+    texture=TextureSpec(size=(32, 48), levels=(Level("a", (1.0, 1.5)), Level("b", (4.0, 5.0)),
+                                               Level("c", (2.0, 3.0)))),
+    splits={"train": 3, "test": 2},
+)
+
+
+def _same_hf(a, b):
+    names = sorted(p.name for p in (a / "data").iterdir())
+    assert names == sorted(p.name for p in (b / "data").iterdir())
+    for n in names:
+        assert filecmp.cmp(a / "data" / n, b / "data" / n, shallow=False), n
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    res = generate(ODD, out, formats="hdf5,hf", workers=1, rows_per_file=5)
+    return res
+
+
+def test_single_run_summary(single):
+    assert single.counts == {"train": 24, "test": 16}
+    assert single.generated == 2 * 40 and single.resumed == 0
+    assert single.bytes == sum(
+        p.stat().st_size if p.is_file() else sum(q.stat().st_size for q in p.rglob("*")
+                                                 if q.is_file())
+        for p in single.paths.values())
+    assert single.fingerprint == ODD.fingerprint and single.images_per_second > 0
+    d = load(single.paths["hdf5"], "train")
+    assert d.images.tobytes() == load(ODD, "train").images.tobytes()
+
+
+def test_two_worker_processes_are_byte_identical(tmp_path, single):
+    res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
+    assert h5io.content_digest(res.paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    _same_hf(res.paths["hf"], single.paths["hf"])
+
+
+def test_shards_then_merge_are_byte_identical(tmp_path, single):
+    parts = {"hdf5": [], "hf": []}
+    for i in (1, 0, 2):
+        res = generate(ODD, tmp_path, formats="hdf5,hf", shard=f"{i}/3", rows_per_file=5)
+        for f, p in res.paths.items():
+            parts[f].append(p)
+    assert parts["hdf5"][0].name == "odd.shard-00001-of-00003.h5"
+    h5 = merge(parts["hdf5"], tmp_path / "m.h5")
+    assert h5io.content_digest(h5) == h5io.content_digest(single.paths["hdf5"])
+    folder = merge(parts["hf"], tmp_path / "m-hf")
+    _same_hf(folder, single.paths["hf"])
+    with pytest.raises(ValueError, match="mix of formats"):
+        merge([parts["hdf5"][0], parts["hf"][0]], tmp_path / "x")
+
+
+def test_generate_sharded_helper(tmp_path, single):
+    paths = generate_sharded(ODD, tmp_path, shards=2, formats="hdf5")
+    assert h5io.content_digest(paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.h5"]
+
+
+def test_refuses_complete_output_and_overwrites_on_request(tmp_path):
+    res = generate(SPEC, tmp_path)
+    before = res.paths["hdf5"].read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        generate(SPEC, tmp_path)
+    assert res.paths["hdf5"].read_bytes() == before
+    again = generate(SPEC, tmp_path, overwrite=True)
+    assert again.generated == 32
+    assert h5io.content_digest(again.paths["hdf5"]) == h5io.content_digest(res.paths["hdf5"])
+
+
+def test_resume_counts(tmp_path):
+    w = h5io.HDF5Writer.open(output_paths(SPEC, tmp_path)["hdf5"], SPEC)
+    images, labels, seeds = render_block(SPEC.to_json(), "train", 0, 6)
+    w.write("train", 0, images, labels, seeds)
+    w.close()
+    res = generate(SPEC, tmp_path)
+    assert res.resumed == 6 and res.generated == 26
+
+
+@pytest.mark.parametrize("text,expected", [("0/1", (0, 1)), ("3/4", (3, 4)), (" 1 / 2 ", (1, 2)),
+                                           (None, (0, 1)), ((2, 5), (2, 5))])
+def test_parse_shard(text, expected):
+    assert parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1", "a/b", "2/2", "-1/3", "0/0", "1/2/3", ""])
+def test_parse_shard_rejects(text):
+    with pytest.raises(ValueError, match="shard"):
+        parse_shard(text)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="format: unknown format 'zip'"):
+        generate(SPEC, tmp_path, formats="zip")
+    with pytest.raises(ValueError, match="workers: must be >= 1, got 0"):
+        generate(SPEC, tmp_path, workers=0)
+    with pytest.raises(TypeError, match="spec"):
+        generate("tiny", tmp_path)
+    with pytest.raises(ValueError, match="split"):
+        generate(SPEC, tmp_path, splits=["val"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        generate(SPEC, tmp_path / "file")
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+def test_block_size_bounds():
+    big = presets.get("golkar2018")
+    assert block_size(big, 100, 2) == 4  # 16 MiB of 4 MiB images
+    assert block_size(SPEC, 32, 2) == 4  # small runs still spread over workers
+    assert block_size(SPEC, 10_000, 1) == 64
+
+
+def test_dask_local_cluster_is_byte_identical(tmp_path, single):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        res = generate(ODD, tmp_path, formats="hdf5,hf", client=client, rows_per_file=5)
+    assert h5io.content_digest(res.paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    _same_hf(res.paths["hf"], single.paths["hf"])
+
+
+def test_dask_scheduler_address(tmp_path, single):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp://", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        res = generate(ODD, tmp_path, formats="hdf5", scheduler=cluster.scheduler_address)
+    assert h5io.content_digest(res.paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    with pytest.raises(ValueError, match="not both"):
+        generate(ODD, tmp_path / "x", client=object(), scheduler="tcp://127.0.0.1:1")
