@@ -119,7 +119,8 @@ def test_run_report_structure_and_files(tmp_path):
     assert ratios["reference_over_ours_1t"] > 0 and math.isfinite(ratios["ours_over_numpy_fft_1t"])
     names = [t["ratio"] for t in report["targets"]]
     assert names[:2] == ["reference_over_ours_1t", "ours_over_floor_1t"]
-    assert all(t["met"] in (True, False) for t in report["targets"])
+    for t in report["targets"]:  # judged when measured (the floor needs pyFFTW)
+        assert t["met"] in ((True, False) if t["value"] is not None else (None,))
 
     text = bench.format_text(report)
     assert "gptextures render, tiny, 1 thread" in text and "target reference_over_ours_1t" in text

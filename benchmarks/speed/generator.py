@@ -496,6 +496,9 @@ def run(*, quick: bool = False, repeats: int | None = None, texture: TextureSpec
         repeats = 7 if quick else 41
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats}")
+    threads = tuple(threads)
+    if not threads or threads[0] != 1 or any(t < 1 for t in threads):
+        raise ValueError(f"threads: must start with 1 and be >= 1, got {threads}")
     if texture is None:
         texture = presets.get(texture_name).texture
     shape = tuple(texture.size)
