@@ -1,0 +1,246 @@
+"""CLI data commands: output, errors and exit codes, kill-and-resume, corruption, preview, merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import pytest
+
+from gptextures import presets
+from gptextures.cli import main
+from gptextures.io import hdf5 as h5io
+
+SPEC = presets.get("tiny")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def tiny_h5(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    assert main(["generate", "tiny", "--out", str(out), "--no-progress"]) == 0
+    return out / "tiny.h5"
+
+
+def test_presets(capsys):
+    code, out, _ = run(capsys, "presets")
+    assert code == 0
+    for name in presets.names():
+        assert name in out
+    assert "approximate" in out and "1024x1024" in out
+    code, out, _ = run(capsys, "presets", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    g = presets.get("golkar2018")
+    assert rows["golkar2018"]["approx_bytes"] == 104 * (1024 * 1024 * 4 + 8 * 4)
+    assert rows["golkar2018"]["samples"] == {"train": 4, "test": 100}
+    assert rows["golkar2018"]["fingerprint"] == g.fingerprint
+
+
+def test_generate_summary_and_refusal(tmp_path, capsys):
+    code, out, err = run(capsys, "generate", "tiny", "--out", str(tmp_path), "--format",
+                         "hdf5,hf", "--no-progress")
+    assert code == 0, err
+    assert SPEC.fingerprint in out and "train 16, test 16" in out
+    assert "images/s" in out and "on disk" in out
+    assert (tmp_path / "tiny.h5").is_file() and (tmp_path / "tiny-hf" / "README.md").is_file()
+    before = (tmp_path / "tiny.h5").read_bytes()
+    code, _, err = run(capsys, "generate", "tiny", "--out", str(tmp_path), "--no-progress")
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert (tmp_path / "tiny.h5").read_bytes() == before
+    code, _, err = run(capsys, "generate", "tiny", "--out", str(tmp_path), "--overwrite",
+                       "--no-progress")
+    assert code == 0, err
+
+
+def test_generate_progress_bar(tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "tiny", "--out", str(tmp_path))
+    assert code == 0 and "32/32" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--format", "zip"], "format: unknown format 'zip'"),
+    (["--shard", "2/2"], "shard: need N >= 1 and 0 <= I < N"),
+    (["--shard", "x"], "shard: expected 'I/N'"),
+    (["--workers", "0"], "workers: must be >= 1"),
+])
+def test_generate_bad_options(tmp_path, capsys, argv, message):
+    code, _, err = run(capsys, "generate", "tiny", "--out", str(tmp_path / "o"), *argv)
+    assert code == 2 and message in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_unknown_preset_and_spec_files(tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "nope", "--out", str(tmp_path))
+    assert code == 2 and "neither a preset" in err and "golkar2018" in err
+    code, _, err = run(capsys, "generate", str(tmp_path / "missing.json"), "--out", str(tmp_path))
+    assert code == 2 and "does not exist" in err
+    d = SPEC.to_dict()
+    del d["seed"]
+    (tmp_path / "missing_field.json").write_text(json.dumps(d))
+    code, _, err = run(capsys, "generate", str(tmp_path / "missing_field.json"), "--out",
+                       str(tmp_path))
+    assert code == 2 and "missing field(s) ['seed']" in err
+    d = {**SPEC.to_dict(), "colour": "red"}
+    (tmp_path / "extra.json").write_text(json.dumps(d))
+    code, _, err = run(capsys, "generate", str(tmp_path / "extra.json"), "--out", str(tmp_path))
+    assert code == 2 and "unknown field(s) ['colour']" in err
+    d = {**SPEC.to_dict(), "seed": -3}
+    (tmp_path / "wrong.json").write_text(json.dumps(d))
+    code, _, err = run(capsys, "generate", str(tmp_path / "wrong.json"), "--out", str(tmp_path))
+    assert code == 2 and "seed" in err
+    (tmp_path / "bad.json").write_text("{not json")
+    code, _, err = run(capsys, "generate", str(tmp_path / "bad.json"), "--out", str(tmp_path))
+    assert code == 2 and "not valid JSON" in err
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json"] * 4
+
+
+def test_custom_spec_file_generates(tmp_path, capsys):
+    (tmp_path / "spec.json").write_text(SPEC.to_json())
+    code, out, err = run(capsys, "generate", str(tmp_path / "spec.json"), "--out",
+                         str(tmp_path / "o"), "--split", "test", "--no-progress")
+    assert code == 0, err
+    with h5io.HDF5Dataset(tmp_path / "o" / "tiny.h5") as ds:
+        assert ds.splits == ["test"]
+
+
+def test_unwritable_directory(tmp_path, capsys):
+    target = "/sys/gptextures-test-out"
+    if os.access("/sys", os.W_OK) and not os.path.ismount("/sys"):
+        pytest.skip("/sys is writable here")
+    code, _, err = run(capsys, "generate", "tiny", "--out", target, "--no-progress")
+    assert code == 2 and "out:" in err and target in err
+    (tmp_path / "f").write_text("keep")
+    code, _, err = run(capsys, "generate", "tiny", "--out", str(tmp_path / "f"))
+    assert code == 2 and "not a directory" in err and (tmp_path / "f").read_text() == "keep"
+
+
+def test_info(tiny_h5, capsys, tmp_path):
+    code, out, _ = run(capsys, "info", str(tiny_h5))
+    assert code == 0 and "complete" in out and "test: 16 of 16" in out
+    assert SPEC.fingerprint[:12] in out and "FFT" in out
+    code, out, _ = run(capsys, "info", "golkar2018")
+    assert code == 0 and "1024x1024" in out and "approximate" in out
+    code, out, _ = run(capsys, "info", str(tiny_h5), "--json")
+    assert json.loads(out)["name"] == "tiny"
+    code, _, err = run(capsys, "info", str(tmp_path / "nothing.h5"))
+    assert code == 2 and "neither a preset" in err
+
+
+def test_verify_ok_and_corrupted(tiny_h5, tmp_path, capsys):
+    code, out, _ = run(capsys, "verify", str(tiny_h5), "--samples", "-1", "--no-progress")
+    assert code == 0 and out.strip().endswith("OK") and "regenerated 32" in out
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(tiny_h5.read_bytes())
+    with h5py.File(bad, "r") as f:
+        info = f["train"]["images"].id.get_chunk_info(9)
+    with open(bad, "r+b") as fh:
+        fh.seek(info.byte_offset + 100)
+        fh.write(b"\x00\x01\x02\x03garbage!")
+    code, out, err = run(capsys, "verify", str(bad), "--no-progress")
+    assert code == 1 and "split 'train', index 9" in err and "FAILED" in err
+    code, _, err = run(capsys, "verify", str(tmp_path / "missing.h5"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_preview(tiny_h5, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    code, out, _ = run(capsys, "preview", str(tiny_h5), "--out", str(tmp_path / "g.png"),
+                       "--per-class", "3")
+    assert code == 0 and (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    from gptextures.io.preview import class_examples
+
+    img = imread(tmp_path / "g.png")
+    assert img.shape[0] > img.shape[1] * 0.8  # 4 rows (classes) x 3 columns
+    _, _, grid = class_examples("tiny", "train", 3)
+    assert grid.shape == (4, 3, 64, 64)
+    assert grid[2, 1].tobytes() == SPEC.sample("train", 1 * 4 + 2).image.tobytes()
+    code, _, err = run(capsys, "preview", "tiny", "--out", str(tmp_path / "g.txt"))
+    assert code == 2 and "out:" in err
+
+
+def test_merge_command(tmp_path, tiny_h5, capsys):
+    for i in range(2):
+        assert main(["generate", "tiny", "--out", str(tmp_path), "--shard", f"{i}/2",
+                     "--no-progress"]) == 0
+    shards = sorted(str(p) for p in tmp_path.glob("tiny.shard-*.h5"))
+    assert len(shards) == 2
+    code, out, err = run(capsys, "merge", *shards, "--out", str(tmp_path / "m.h5"),
+                         "--no-progress")
+    assert code == 0, err
+    assert h5io.content_digest(tmp_path / "m.h5") == h5io.content_digest(tiny_h5)
+    code, _, err = run(capsys, "merge", shards[0], "--out", str(tmp_path / "m2.h5"))
+    assert code == 2 and "missing shard" in err
+
+
+_SLOW_CHILD = """
+import sys, time
+import gptextures.generation as g
+real = g.render_block
+def slow(*a):
+    time.sleep(0.15)
+    return real(*a)
+g.render_block = slow
+from gptextures.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _written(partial):
+    try:
+        with h5py.File(partial, "r", locking=False) as f:
+            return sum(int(f[s].attrs["written"]) for s in f if isinstance(f[s], h5py.Group))
+    except Exception:  # noqa: BLE001 - the writer may be mid-flush
+        return 0
+
+
+def test_killed_run_resumes_byte_identical(tmp_path):
+    """SIGKILL a real `gptextures generate` mid-run, rerun it: same bytes as one clean run."""
+    from gptextures import DatasetSpec
+
+    spec = DatasetSpec.from_dict({**SPEC.to_dict(), "name": "killme",
+                                  "splits": {"train": 40, "test": 10}})
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "spec.json"), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, "generate", *argv], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = h5io.partial_path(out / "killme.h5")
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            if partial.exists() and _written(partial) >= 40:
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, "the run ended before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert not (out / "killme.h5").exists() and partial.exists()  # never looks complete
+    with h5io.HDF5Dataset(partial, allow_incomplete=True) as ds:
+        done = sum(ds.written(s) for s in ds.splits)
+    assert 0 < done < 200
+    res = subprocess.run([sys.executable, "-m", "gptextures", "generate", *argv],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "resumed" in res.stdout
+    clean = tmp_path / "clean"
+    assert main(["generate", str(tmp_path / "spec.json"), "--out", str(clean),
+                 "--no-progress"]) == 0
+    assert h5io.content_digest(out / "killme.h5") == h5io.content_digest(clean / "killme.h5")
+    assert h5io.verify(out / "killme.h5", samples=4).ok
