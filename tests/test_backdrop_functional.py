@@ -234,3 +234,19 @@ def test_bfloat16_autocast_on_cpu():
     # one bfloat16 rounding of the weight and one of the product: <= 2 * 2^-8 relative
     eps_bf16 = torch.finfo(torch.bfloat16).eps
     torch.testing.assert_close(hg.double(), g.double() * w.double(), rtol=2 * eps_bf16, atol=0.0)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_masked_gradient_is_unbiased(per_sample):
+    """sum_n b_n / |b|_1 = 1 whenever |b|_1 >= 1, and the cells are exchangeable (also under the
+    keep-one fallback), so E[b_n N / |b|_1] = 1: the masked gradient averages to the plain one."""
+    n_draws, p, cells = 1000, 0.8, 6
+    gen = _gen(13)
+    masks = torch.stack(
+        [sample_mask((2, cells), p, per_sample=per_sample, generator=gen) for _ in range(n_draws)]
+    )
+    w = torch.stack([mask_weights(m, per_sample=per_sample) for m in masks]).double()
+    mean = w.mean(0)
+    # standard error of each cell's mean weight, estimated from the draws; 5 sigma bound
+    se = w.std(0) / math.sqrt(n_draws)
+    assert torch.all((mean - 1).abs() < 5 * se)
