@@ -20,6 +20,7 @@ Vocabulary used throughout the package:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -142,20 +143,14 @@ def sample_mask(
         raise ValueError(f"shape must be non-empty with entries >= 1, got {shape!r}")
     draw_device = generator.device if generator is not None else (device or "cpu")
     rows = shape[0] if per_sample else 1
-    flat = torch.rand((rows, _prod(shape) // rows), generator=generator, device=draw_device) >= p
+    cols = math.prod(shape) // rows
+    flat = torch.rand((rows, cols), generator=generator, device=draw_device) >= p
     # Keep one uniformly chosen cell in every row whose draw dropped everything.
     fallback = torch.randint(flat.shape[1], (rows,), generator=generator, device=draw_device)
     empty = ~flat.any(dim=1)
     flat[empty, fallback[empty]] = True
     mask = flat.reshape(shape)
     return mask if device is None else mask.to(device)
-
-
-def _prod(xs: Sequence[int]) -> int:
-    out = 1
-    for x in xs:
-        out *= int(x)
-    return out
 
 
 def mask_weights(mask: Tensor, *, per_sample: bool = False) -> Tensor:
