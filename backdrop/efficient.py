@@ -140,8 +140,8 @@ def efficient_backdrop(
             samples' share of the statistics are estimated (docs/backdrop.md has measurements).
             ``"subset"``: kept and dropped samples are run separately, each normalized with its own
             subset statistics (running stats updated twice); cheaper, but latent values differ.
-            Either way the encoder should be deterministic in train mode (no Dropout), since the
-            kept samples are run a second time in "full" mode.
+            In "full" mode the kept samples run twice, so the encoder should be deterministic
+            in train mode (no Dropout) for their two results to agree.
     Returns:
         ``(latents, mask)``: latents ``(B, ...)`` whose gradient flows only into kept rows, scaled
         by ``B / |b|_1``; ``mask`` the bool ``(B,)`` keep-mask, or ``None`` when no masking happened
