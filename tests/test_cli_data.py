@@ -189,7 +189,7 @@ import sys, time
 import gptextures.generation as g
 real = g.render_block
 def slow(*a):
-    time.sleep(0.15)
+    time.sleep(0.3)
     return real(*a)
 g.render_block = slow
 from gptextures.cli import main
