@@ -71,12 +71,16 @@ def _spec_of(spec_json: str) -> DatasetSpec:
     return DatasetSpec.from_json(spec_json)
 
 
-def render_block(spec_json: str, split: str, start: int, stop: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_block(spec_json: str, split: str, start: int, stop: int, encode: bool = False
+                 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """Render samples ``start:stop`` of ``split``.
 
+    Args:
+        encode: return the images as HDF5 chunks with their fletcher32 checksums
+            (:class:`gptextures.io.hdf5.EncodedChunks`), computed here in the worker.
     Returns:
-        ``images`` float32 ``(k, H, W)``, ``labels`` int64 ``(k,)``, ``seeds`` int64 ``(k,)``.
+        ``images`` float32 ``(k, H, W)`` (or encoded chunks), ``labels`` int64 ``(k,)``,
+        ``seeds`` int64 ``(k,)``.
     """
     spec = _spec_of(spec_json)
     h, w = spec.texture.size
@@ -86,6 +90,8 @@ def render_block(spec_json: str, split: str, start: int, stop: int
     for j, i in enumerate(range(start, stop)):
         s = spec.sample(split, i, threads=1)
         images[j], labels[j], seeds[j] = s.image, s.label, s.seed
+    if encode:
+        return _hdf5.encode_chunks(images), labels, seeds
     return images, labels, seeds
 
 
@@ -334,12 +340,14 @@ def _generate_hdf5(spec: DatasetSpec, path: Path, splits: list[str], shard: tupl
         for s in splits:
             result.counts[s] = writer.range(s)[1] - writer.range(s)[0]
         bs = block_size(spec, remaining, workers)
-        tasks = [(spec_json, s, a, min(a + bs, b)) for s, (a, b) in todo.items()
+        # Parallel workers also compute the chunk checksums, so this process only copies bytes.
+        encode = compression is None and not isinstance(executor, _Inline)
+        tasks = [(spec_json, s, a, min(a + bs, b), encode) for s, (a, b) in todo.items()
                  for a in range(a, b, bs)]
         bar = _bar(total, total - remaining, f"{spec.name} hdf5", progress)
         try:
-            for (_, s, a, b), (images, labels, seeds) in _ordered(executor, render_block, tasks,
-                                                                   2 * workers + 1):
+            for (_, s, a, b, _), (images, labels, seeds) in _ordered(
+                    executor, render_block, tasks, 2 * workers + 1):
                 writer.write(s, a, images, labels, seeds)
                 result.generated += b - a
                 if bar is not None:

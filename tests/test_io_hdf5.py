@@ -234,3 +234,42 @@ def test_not_a_dataset(tmp_path):
         read_spec(tmp_path / "t.txt")
     with pytest.raises(FileNotFoundError):
         read_spec(tmp_path / "missing.h5")
+
+
+def _hdf5_chunk(tmp_path, arr):
+    p = tmp_path / "ref.h5"
+    with h5py.File(p, "w") as f:
+        d = f.create_dataset("x", data=arr[None], chunks=(1, *arr.shape), fletcher32=True)
+        return d.id.read_direct_chunk((0,) * 3)[1]
+
+
+@pytest.mark.parametrize("kind", ["normal", "zeros", "ones_bits", "tiny", "image"])
+def test_fletcher32_matches_hdf5(tmp_path, kind):
+    rng = np.random.default_rng(3)
+    arr = {
+        "normal": rng.standard_normal((64, 96)).astype(np.float32),
+        "zeros": np.zeros((16, 16), np.float32),
+        "ones_bits": np.full((32, 32), np.uint32(0xFFFFFFFF)).view(np.float32),
+        "tiny": np.array([[1.5]], np.float32),
+        "image": SPEC.sample("test", 3).image,
+    }[kind]
+    ref = _hdf5_chunk(tmp_path, arr)
+    assert h5io.encode_chunks(arr[None]).chunks[0] == ref
+    assert h5io.fletcher32(arr.tobytes()) == int.from_bytes(ref[-4:], "little")
+
+
+def test_encoded_chunks_write_the_same_file_content(tmp_path, tiny_h5):
+    w = h5io.HDF5Writer.open(tmp_path / "e.h5", SPEC)
+    for s in w.splits:
+        n = SPEC.num_samples(s)
+        smp = [SPEC.sample(s, i) for i in range(n)]
+        w.write(s, 0, h5io.encode_chunks(np.stack([x.image for x in smp])),
+                [x.label for x in smp], [x.seed for x in smp])
+    p = w.finish()
+    assert h5io.content_digest(p) == h5io.content_digest(tiny_h5)
+    assert h5io.verify(p, samples=2).ok
+    bad = h5io.EncodedChunks((b"\x00" * 10,))
+    w = h5io.HDF5Writer.open(tmp_path / "f.h5", SPEC)
+    with pytest.raises(ValueError, match="encoded chunks must be"):
+        w.write("train", 0, bad, [0], [SPEC.seed_of("train", 0)])
+    w.close()

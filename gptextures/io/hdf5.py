@@ -69,6 +69,56 @@ def _check_compression(compression: str | None) -> str | None:
     return compression
 
 
+@dataclass(frozen=True)
+class EncodedChunks:
+    """Images already encoded as stored chunks (raw little-endian float32 + fletcher32).
+
+    Made by :func:`encode_chunks` in worker processes so that the process writing the file only
+    copies bytes (``write_direct_chunk``) instead of running HDF5's checksum filter.
+    """
+
+    chunks: tuple[bytes, ...]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def fletcher32(data: bytes) -> int:
+    """HDF5's Fletcher-32 checksum of ``data`` (even length): 16-bit big-endian words, sums
+    reduced with end-around carry, ``(sum2 << 16) | sum1``; equal to ``H5_checksum_fletcher32``."""
+    if len(data) % 2:
+        raise ValueError(f"data: expected an even number of bytes, got {len(data)}")
+    words = np.frombuffer(data, dtype=">u2").astype(np.uint64)
+    n = words.size
+    weights = _WEIGHTS.get(n)
+    if weights is None:  # sum2 = sum_i (n - i) * w_i; reduce the weights mod 65535 (no overflow)
+        weights = (n - np.arange(n, dtype=np.uint64)) % np.uint64(65535)
+        _WEIGHTS.clear()
+        _WEIGHTS[n] = weights
+    s1 = int(words.sum())
+    s2 = int(np.dot(words, weights))
+
+    def fold(x: int) -> int:  # HDF5's reductions keep x > 0 for x > 0: 0 only for all-zero
+        return 0 if x == 0 else (x - 1) % 65535 + 1
+
+    return (fold(s2) << 16) | fold(s1)
+
+
+def encode_chunks(images: np.ndarray) -> EncodedChunks:
+    """Encode float32 ``(k, H, W)`` images as uncompressed fletcher32 chunks (one per image)."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.dtype != np.float32:
+        raise ValueError(f"images: expected float32 (k, H, W), got {images.dtype} {images.shape}")
+    out = []
+    for im in images:
+        raw = np.ascontiguousarray(im, dtype="<f4").tobytes()
+        out.append(raw + fletcher32(raw).to_bytes(4, "little"))
+    return EncodedChunks(tuple(out))
+
+
 class HDF5Writer:
     """Append-only writer of one HDF5 file (or one shard of it), resumable.
 
@@ -166,12 +216,12 @@ class HDF5Writer:
         return self._h5[split]
 
     # ---- writing ----------------------------------------------------------------------
-    def write(self, split: str, start: int, images: np.ndarray, labels: np.ndarray,
-              seeds: np.ndarray) -> None:
+    def write(self, split: str, start: int, images: np.ndarray | EncodedChunks,
+              labels: np.ndarray, seeds: np.ndarray) -> None:
         """Append samples ``start .. start + len(images) - 1`` of ``split``.
 
         Args:
-            images: float32 ``(k, H, W)``.
+            images: float32 ``(k, H, W)``, or :class:`EncodedChunks` (uncompressed files only).
             labels: int ``(k,)`` class indices.
             seeds: int ``(k,)`` per-sample seeds.
         """
@@ -188,11 +238,21 @@ class HDF5Writer:
                 f"images: {k} rows from {start} overflow this file's range [{lo}, {hi})"
             )
         h, wd = self.spec.texture.size
-        images = np.asarray(images)
-        if images.shape != (k, h, wd) or images.dtype != np.float32:
-            raise ValueError(
-                f"images: expected float32 ({k}, {h}, {wd}), got {images.dtype} {images.shape}"
-            )
+        encoded = isinstance(images, EncodedChunks)
+        if encoded:
+            if g["images"].compression is not None:
+                raise ValueError("images: encoded chunks need an uncompressed file")
+            bad = [len(c) for c in images.chunks if len(c) != h * wd * 4 + 4]
+            if bad:
+                raise ValueError(f"images: encoded chunks must be {h * wd * 4 + 4} bytes,"
+                                 f" got {bad[0]}")
+        else:
+            images = np.asarray(images)
+            if images.shape != (k, h, wd) or images.dtype != np.float32:
+                raise ValueError(
+                    f"images: expected float32 ({k}, {h}, {wd}), got {images.dtype}"
+                    f" {images.shape}"
+                )
         labels = np.asarray(labels, dtype=np.int64)
         levels = _labels.decode_array(labels, self.spec.texture.radices)
         new = w + k
@@ -200,8 +260,13 @@ class HDF5Writer:
             g[name].resize(new, axis=0)
         for name in self.spec.texture.level_names:
             g["levels"][name].resize(new, axis=0)
-        for j in range(k):  # one chunk per image: write whole chunks
-            g["images"][w + j] = images[j]
+        if encoded:
+            dsid = g["images"].id
+            for j, chunk in enumerate(images.chunks):
+                dsid.write_direct_chunk((w + j, 0, 0), chunk, 0)
+        else:
+            for j in range(k):  # one chunk per image: write whole chunks
+                g["images"][w + j] = images[j]
         g["label"][w:new] = labels
         g["seed"][w:new] = np.asarray(seeds, dtype=np.int64)
         for j, name in enumerate(self.spec.texture.level_names):
