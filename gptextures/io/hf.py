@@ -444,6 +444,9 @@ def load_split(folder: str | os.PathLike[str], split: str) -> Any:
         raise ValueError(f"split: {split!r} is not in {str(folder)!r}; it has {have}")
     parts = []
     for f in files:
+        if not (folder / f["name"]).is_file():
+            raise FileNotFoundError(f"{str(folder)!r}: file {f['name']} of split {split!r} is"
+                                    " missing; download or regenerate the dataset")
         try:
             table = pq.read_table(folder / f["name"], page_checksum_verification=True)
         except OSError as exc:
