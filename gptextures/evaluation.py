@@ -34,7 +34,13 @@ import numpy as np
 
 from . import labels as _labels
 from . import presets as _presets
+from .io.meta import FingerprintMismatchError
 from .spec import DatasetSpec
+
+__all__ = [
+    "EvaluationResult", "Evaluator", "FingerprintMismatchError", "Submission",
+    "evaluate_submission", "read_submission", "resolve_dataset", "write_submission",
+]
 
 FORMAT = "gptextures-predictions"
 FORMAT_VERSION = 1
@@ -42,10 +48,6 @@ SCORE_TYPES: tuple[str, ...] = ("auto", "probabilities", "logits")
 #: Probabilities are clipped to ``[LOG_LOSS_EPS, 1]`` before the log in the log-loss.
 LOG_LOSS_EPS = 1e-15
 _PROB_ATOL = 1e-4
-
-
-class FingerprintMismatchError(ValueError):
-    """Predictions or an entry were made for another dataset (another fingerprint)."""
 
 
 # ---- resolving a dataset -----------------------------------------------------------------
@@ -72,13 +74,8 @@ def resolve_dataset(dataset: DatasetSpec | str | os.PathLike) -> DatasetSpec:
         )
     if path.is_file() and path.suffix == ".json":
         return DatasetSpec.from_json(path.read_text())
-    try:
-        from .io import read_spec  # type: ignore[attr-defined]
-    except ImportError:
-        raise ValueError(
-            f"dataset: cannot read {str(path)!r}: this installation has no dataset file reader"
-            " (gptextures.io.read_spec); pass a preset name or a spec JSON file"
-        ) from None
+    from .io import read_spec
+
     return read_spec(path)
 
 
