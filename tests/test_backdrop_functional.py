@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from backdrop import apply_mask, backdrop, cell_bounds, expand_mask, mask_weights, sample_mask
+from backdrop import (
+    apply_mask,
+    backdrop,
+    cell_bounds,
+    expand_mask,
+    mask_weights,
+    sample_mask,
+    scale_gradient,
+)
 
 EPS32 = torch.finfo(torch.float32).eps
 # grad * (N/|b|_1): two float32 roundings (the weight, then the product) -> <= 2 eps relative.
@@ -250,3 +258,13 @@ def test_masked_gradient_is_unbiased(per_sample):
     # standard error of each cell's mean weight, estimated from the draws; 5 sigma bound
     se = w.std(0) / math.sqrt(n_draws)
     assert torch.all((mean - 1).abs() < 5 * se)
+
+
+def test_scale_gradient_with_per_sample_scale():
+    x = torch.randn(3, 4, requires_grad=True)
+    s = torch.tensor([[2.0], [0.0], [0.5]])
+    y = scale_gradient(x, s)
+    assert torch.equal(y, x)
+    g = torch.randn(3, 4)
+    y.backward(g)
+    assert torch.equal(x.grad, g * s)  # multiplications by 2, 0 and 0.5 are exact in float32
