@@ -141,7 +141,7 @@ def _scores_to_logp(s: np.ndarray, score_type: str, name: str) -> tuple[np.ndarr
         p = s / s.sum(axis=1, keepdims=True)
         with np.errstate(divide="ignore"):
             return np.log(np.clip(p, LOG_LOSS_EPS, 1.0)), score_type
-    return _log_softmax(s), score_type
+    return np.minimum(_log_softmax(s), 0.0), score_type
 
 
 # ---- results -----------------------------------------------------------------------------
@@ -355,7 +355,7 @@ class Evaluator:
                     sel = logp[:, self._level_table[:, j] == lab]
                     mx = sel.max(axis=1, keepdims=True)
                     cols.append((mx + np.log(np.exp(sel - mx).sum(axis=1, keepdims=True)))[:, 0])
-                level_logp.append(np.stack(cols, axis=1))
+                level_logp.append(np.minimum(np.stack(cols, axis=1), 0.0))  # rounding
             levels = np.stack([np.argmax(lp, axis=1) for lp in level_logp], axis=1)
             return {"kind": f"scores:{used}", "classes": classes, "levels": levels,
                     "logp": logp, "level_logp": level_logp}

@@ -75,7 +75,8 @@ def make_entry(*, method: str, seeds: Sequence[int], results: Sequence[Evaluatio
                train_time_s: float | None, backdrop_masks: Sequence[Mapping[str, Any]] = (),
                deterministic: bool = False, description: str = "", notes: str = "",
                split: str = "test", ci: Mapping[str, Any] | None = None,
-               date: str | None = None, package_version: str | None = None) -> dict[str, Any]:
+               date: str | None = None, package_version: str | None = None,
+               reference: bool = False) -> dict[str, Any]:
     """Build (and validate) a leaderboard entry from one :class:`EvaluationResult` per seed.
 
     Args:
@@ -90,6 +91,7 @@ def make_entry(*, method: str, seeds: Sequence[int], results: Sequence[Evaluatio
             backdrop mask; empty for none.
         deterministic: the method has no randomness given the dataset (per-seed results equal).
         ci: optional bootstrap interval information, e.g. on the first seed's predictions.
+        reference: a reference entry (chance, baseline, oracle) rather than a submitted model.
     """
     from . import __version__
 
@@ -115,6 +117,8 @@ def make_entry(*, method: str, seeds: Sequence[int], results: Sequence[Evaluatio
     }
     if ci is not None:
         entry["ci"] = dict(ci)
+    if reference:
+        entry["reference"] = True
     level_names = list(results[0].level_accuracy)
     return validate_entry(entry, level_names=level_names)
 
@@ -192,6 +196,10 @@ def validate_entry(entry: Any, *, level_names: Sequence[str] | None = None,
                            f" {got.get(stat) if isinstance(got, Mapping) else got!r}")
     if e["deterministic"] not in (True, False):
         raise _err(f"{where}.deterministic", f"expected true or false, got {e['deterministic']!r}")
+    if "reference" in e and e["reference"] not in (True, False):
+        raise _err(f"{where}.reference", f"expected true or false, got {e['reference']!r}")
+    if "ci" in e and not isinstance(e["ci"], Mapping):
+        raise _err(f"{where}.ci", f"expected an object, got {e['ci']!r}")
     for k in ("hardware", "package_version", "split"):
         if not isinstance(e[k], str) or not e[k]:
             raise _err(f"{where}.{k}", f"expected a non-empty string, got {e[k]!r}")
