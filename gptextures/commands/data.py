@@ -146,13 +146,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     shard = parse_shard(args.shard)  # bad syntax fails before any work
     spec = _source_spec(args.source)
-    res = generate(
-        spec, args.out, formats=args.format, workers=args.workers, shard=shard,
-        splits=args.split, overwrite=args.overwrite,
-        compression=None if args.compression == "none" else args.compression,
-        hf_compression=args.hf_compression, rows_per_file=args.rows_per_file,
-        progress=not args.no_progress, scheduler=args.scheduler,
-    )
+    try:
+        res = generate(
+            spec, args.out, formats=args.format, workers=args.workers, shard=shard,
+            splits=args.split, overwrite=args.overwrite,
+            compression=None if args.compression == "none" else args.compression,
+            hf_compression=args.hf_compression, rows_per_file=args.rows_per_file,
+            progress=not args.no_progress, scheduler=args.scheduler,
+        )
+    except ImportError as exc:  # an optional extra (hf, dask) is missing
+        raise ValueError(str(exc)) from None
     print(f"{spec.name} v{spec.version}  fingerprint {res.fingerprint}")
     if shard[1] > 1:
         print(f"  shard {shard[0]}/{shard[1]}")
@@ -238,8 +241,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from ..io.preview import preview_grid
 
-    out = preview_grid(args.source, args.out, split=args.split, per_class=args.per_class,
-                       dpi=args.dpi)
+    try:
+        out = preview_grid(args.source, args.out, split=args.split, per_class=args.per_class,
+                           dpi=args.dpi)
+    except ImportError as exc:  # matplotlib (extra 'plot') is missing
+        raise ValueError(str(exc)) from None
     print(f"wrote {out}")
     return 0
 
