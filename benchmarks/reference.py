@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         board, timing = run_preset(name, bootstrap=args.bootstrap, threads=args.threads)
         board.save(OUT / f"{name}.json")
-        (OUT / f"{name}.md").write_text(board.to_markdown(heading=f"### {name}"))
+        (OUT / f"{name}.md").write_text(board.to_markdown(heading=f"### {name}"),
+                                        encoding="utf-8")
         timing["total_s"] = time.perf_counter() - t0
         timings[name] = timing
         print(board.to_markdown(heading=f"### {name}"))
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                  "presets": [oracle_check(n, args.oracle_check, args.threads)
                              for n in (args.preset or DEFAULT_PRESETS)]}
         path = OUT.parent / "oracle_check.json"
-        path.write_text(json.dumps(check, indent=2) + "\n")
+        path.write_text(json.dumps(check, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(check, indent=2))
     return 0
 

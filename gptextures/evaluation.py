@@ -73,7 +73,7 @@ def resolve_dataset(dataset: DatasetSpec | str | os.PathLike) -> DatasetSpec:
             " nor an existing file or folder"
         )
     if path.is_file() and path.suffix == ".json":
-        return DatasetSpec.from_json(path.read_text())
+        return DatasetSpec.from_json(path.read_text(encoding="utf-8"))
     from .io import read_spec
 
     return read_spec(path)
@@ -598,7 +598,7 @@ def write_submission(path: str | os.PathLike, dataset: DatasetSpec | str, y_pred
             w.writerows([int(ids_arr[r])] + [int(cols[k][r]) for k in names] for r in range(n))
         text = buf.getvalue()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -617,7 +617,7 @@ def read_submission(path: str | os.PathLike) -> Submission:
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"predictions: {str(path)!r} is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -679,7 +679,7 @@ def read_submission(path: str | os.PathLike) -> Submission:
 def _read_csv(path: Path) -> Submission:
     meta: dict[str, str] = {}
     body = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             key, sep, value = line[1:].strip().partition("=")
             if sep:

@@ -323,7 +323,7 @@ class Leaderboard:
         if not path.is_file():
             raise FileNotFoundError(f"leaderboard: no such file {str(path)!r}")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"leaderboard: {str(path)!r} is not valid JSON ({exc})") from None
         return cls.from_dict(data, where=f"leaderboard {str(path)!r}")
@@ -375,7 +375,7 @@ class Leaderboard:
 
 def _atomic_write(path: Path, text: str) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -389,7 +389,7 @@ def update_readme(readme: str | os.PathLike, sections: Sequence[str]) -> Path:
     path = Path(readme)
     if not path.is_file():
         raise FileNotFoundError(f"readme: no such file {str(path)!r}")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     n_start, n_end = text.count(README_START), text.count(README_END)
     if n_start != 1 or n_end != 1:
         raise ValueError(

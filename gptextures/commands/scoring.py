@@ -113,7 +113,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     if not entry_path.is_file():
         raise FileNotFoundError(f"entry: no such file {str(entry_path)!r}")
     try:
-        entry = json.loads(entry_path.read_text())
+        entry = json.loads(entry_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"entry: {str(entry_path)!r} is not valid JSON ({exc})") from None
     e = board.add(entry, replace=args.replace, where=f"entry {str(entry_path)!r}")
@@ -138,7 +138,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     for p, board in boards:
         md = board.to_markdown(heading=f"### {board.dataset['name']}")
         out = p.with_suffix(".md")
-        out.write_text(md)
+        out.write_text(md, encoding="utf-8")
         print(f"wrote {out}")
         sections.append(md)
     if args.readme:
