@@ -171,3 +171,11 @@ def test_bad_options(tmp_path):
         hf.HFWriter.open(tmp_path / "a", SPEC, compression="brotli9")
     with pytest.raises(ValueError, match="rows_per_file"):
         hf.HFWriter.open(tmp_path / "a", SPEC, rows_per_file=0)
+
+
+def test_folder_with_one_split_loads(tmp_path, hf_cache):
+    out = _write(tmp_path / "one", splits=["test"])
+    front = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
+    assert [d["split"] for d in front["configs"][0]["data_files"]] == ["test"]
+    dd = datasets.load_dataset(str(out), cache_dir=hf_cache)
+    assert list(dd) == ["test"] and dd["test"].num_rows == 16

@@ -323,11 +323,17 @@ def _write_metadata(folder: Path, spec: DatasetSpec, files: Sequence[ParquetFile
     })
     (folder / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     if shard[1] == 1:
-        (folder / "README.md").write_text(dataset_card(spec))
+        present = list(dict.fromkeys(f.split for f in files))
+        (folder / "README.md").write_text(dataset_card(spec, splits=present))
 
 
-def dataset_card(spec: DatasetSpec) -> str:
-    """The README.md of a folder: ``cards/dataset_card.md`` filled in (YAML front matter)."""
+def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None) -> str:
+    """The README.md of a folder: ``cards/dataset_card.md`` filled in (YAML front matter).
+
+    Args:
+        spec: the dataset.
+        splits: the splits the folder holds (default: all of the spec's).
+    """
     import string
     from importlib import resources
 
@@ -340,7 +346,8 @@ def dataset_card(spec: DatasetSpec) -> str:
     spec = _canonical(spec)
     feats = features(spec)
     split_dict = SplitDict()
-    for s in spec.splits:
+    splits = [s for s in spec.splits if splits is None or s in splits]
+    for s in splits:
         n = spec.num_samples(s)
         row_bytes = spec.texture.size[0] * spec.texture.size[1] * 4 + 8 * (spec.texture.depth + 3)
         split_dict.add(SplitInfo(name=s, num_examples=n, num_bytes=n * row_bytes))
@@ -351,10 +358,10 @@ def dataset_card(spec: DatasetSpec) -> str:
         "task_categories": ["image-classification"],
         "tags": ["synthetic", "gaussian-process", "textures", "multi-scale", "gptextures",
                  "backdrop"],
-        "size_categories": [_size_category(sum(spec.num_samples(s) for s in spec.splits))],
+        "size_categories": [_size_category(sum(spec.num_samples(s) for s in splits))],
         "configs": [{
             "config_name": "default",
-            "data_files": [{"split": s, "path": f"data/{s}-*"} for s in spec.splits],
+            "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits],
         }],
         "dataset_info": info._to_yaml_dict(),
     }
@@ -365,14 +372,14 @@ def dataset_card(spec: DatasetSpec) -> str:
         f"| `{lv.name}` | {', '.join(f'{s:g}' for s in lv.length_scales)} | {lv.weight:g} |"
         f" `{level_column(lv.name)}` |" for lv in spec.texture.levels
     )
-    splits = "\n".join(f"| `{s}` | {n} | {n * spec.num_classes} |" for s, n in spec.splits.items())
+    split_rows = "\n".join(f"| `{s}` | {spec.splits[s]} | {spec.num_samples(s)} |" for s in splits)
     classes = "\n".join(f"| {i} | `{c}` |" for i, c in enumerate(spec.class_names))
     return string.Template(template).substitute(
         yaml=front, name=spec.name, version=spec.version, fingerprint=spec.fingerprint,
         description=spec.description or "(no description)", height=h, width=w,
         depth=spec.texture.depth, num_classes=spec.num_classes, kernel=spec.texture.kernel,
         mix=spec.texture.mix, periodic="periodic" if spec.texture.periodic else "non-periodic",
-        levels_table=levels, splits_table=splits, classes_table=classes, seed=spec.seed,
+        levels_table=levels, splits_table=split_rows, classes_table=classes, seed=spec.seed,
         package_version=__version__, fft_backend=backend_name(),
         spec_json=spec.to_json(indent=2),
     )
