@@ -96,6 +96,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from .. import presets
     from ..evaluation import resolve_dataset
     from ..leaderboard import Leaderboard
 
@@ -103,7 +104,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     if path.exists():
         board = Leaderboard.load(path)
     else:
-        source = args.dataset or (args.board if path.name != args.board else None)
+        source = args.dataset or (args.board if args.board in presets.names() else None)
         if source is None:
             raise FileNotFoundError(
                 f"board: {str(path)!r} does not exist; pass --dataset to create it"
