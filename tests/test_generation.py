@@ -20,6 +20,12 @@ from gptextures.io import hdf5 as h5io
 from gptextures.io import load
 
 SPEC = presets.get("tiny")
+
+
+def assert_same_file(a, b):
+    """Byte-identical files (and so identical datasets and attributes)."""
+    assert filecmp.cmp(a, b, shallow=False), f"{a} and {b} differ"
+    assert h5io.content_digest(a) == h5io.content_digest(b)
 # Odd sizes so that blocks, shards and files do not line up.
 ODD = DatasetSpec(
     name="odd", version="1", seed=7,
@@ -57,7 +63,7 @@ def test_single_run_summary(single):
 
 def test_two_worker_processes_are_byte_identical(tmp_path, single):
     res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
-    assert h5io.content_digest(res.paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     _same_hf(res.paths["hf"], single.paths["hf"])
 
 
@@ -69,7 +75,7 @@ def test_shards_then_merge_are_byte_identical(tmp_path, single):
             parts[f].append(p)
     assert parts["hdf5"][0].name == "odd.shard-00001-of-00003.h5"
     h5 = merge(parts["hdf5"], tmp_path / "m.h5")
-    assert h5io.content_digest(h5) == h5io.content_digest(single.paths["hdf5"])
+    assert_same_file(h5, single.paths["hdf5"])
     folder = merge(parts["hf"], tmp_path / "m-hf")
     _same_hf(folder, single.paths["hf"])
     with pytest.raises(ValueError, match="mix of formats"):
@@ -78,7 +84,7 @@ def test_shards_then_merge_are_byte_identical(tmp_path, single):
 
 def test_generate_sharded_helper(tmp_path, single):
     paths = generate_sharded(ODD, tmp_path, shards=2, formats="hdf5")
-    assert h5io.content_digest(paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    assert_same_file(paths["hdf5"], single.paths["hdf5"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.h5"]
 
 
@@ -90,7 +96,7 @@ def test_refuses_complete_output_and_overwrites_on_request(tmp_path):
     assert res.paths["hdf5"].read_bytes() == before
     again = generate(SPEC, tmp_path, overwrite=True)
     assert again.generated == 32
-    assert h5io.content_digest(again.paths["hdf5"]) == h5io.content_digest(res.paths["hdf5"])
+    assert_same_file(again.paths["hdf5"], res.paths["hdf5"])
 
 
 def test_resume_counts(tmp_path):
@@ -142,7 +148,7 @@ def test_dask_local_cluster_is_byte_identical(tmp_path, single):
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         res = generate(ODD, tmp_path, formats="hdf5,hf", client=client, rows_per_file=5)
-    assert h5io.content_digest(res.paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     _same_hf(res.paths["hf"], single.paths["hf"])
 
 
@@ -153,6 +159,6 @@ def test_dask_scheduler_address(tmp_path, single):
                                   dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         res = generate(ODD, tmp_path, formats="hdf5", scheduler=cluster.scheduler_address)
-    assert h5io.content_digest(res.paths["hdf5"]) == h5io.content_digest(single.paths["hdf5"])
+    assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     with pytest.raises(ValueError, match="not both"):
         generate(ODD, tmp_path / "x", client=object(), scheduler="tcp://127.0.0.1:1")

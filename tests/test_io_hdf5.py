@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import filecmp
 
 import h5py
 import numpy as np
@@ -15,6 +16,12 @@ from gptextures.io import FORMAT_VERSION, CorruptDataError, FormatError, load, r
 from gptextures.io import hdf5 as h5io
 
 SPEC = presets.get("tiny")
+
+
+def assert_same_file(a, b):
+    """Byte-identical files (and so identical datasets and attributes)."""
+    assert filecmp.cmp(a, b, shallow=False), f"{a} and {b} differ"
+    assert h5io.content_digest(a) == h5io.content_digest(b)
 
 
 def _write_all(path, spec=SPEC, block=5, **kw):
@@ -171,7 +178,7 @@ def test_write_error_keeps_earlier_data_and_resume_matches(tmp_path, tiny_h5, mo
     monkeypatch.setattr(h5io.HDF5Writer, "write", real)
     _write_all(tmp_path / "tiny.h5", block=3)  # resumes with another block size
     assert not partial.exists()
-    assert h5io.content_digest(final) == h5io.content_digest(tiny_h5)
+    assert_same_file(final, tiny_h5)
 
 
 def test_resume_discards_rows_past_the_counter(tmp_path, tiny_h5):
@@ -187,7 +194,7 @@ def test_resume_discards_rows_past_the_counter(tmp_path, tiny_h5):
     assert w.resumed["train"] == 4 and w.next_index("train") == 4
     w.close()
     p = _write_all(tmp_path / "t.h5")
-    assert h5io.content_digest(p) == h5io.content_digest(tiny_h5)
+    assert_same_file(p, tiny_h5)
 
 
 def test_partial_of_another_spec_is_not_resumed(tmp_path):
@@ -216,7 +223,7 @@ def test_shards_merge_into_the_single_file(tmp_path, tiny_h5):
     with h5io.HDF5Dataset(paths[1]) as ds:
         assert ds.range("train") == (0, 5) and int(ds.attrs["shard_count"]) == 3
     out = h5io.merge(paths, tmp_path / "merged.h5")
-    assert h5io.content_digest(out) == h5io.content_digest(tiny_h5)
+    assert_same_file(out, tiny_h5)
     with pytest.raises(ValueError, match=r"missing shard\(s\) \[1\]"):
         h5io.merge([paths[0], paths[1]], tmp_path / "m2.h5")
     with pytest.raises(ValueError, match="given twice"):
@@ -266,10 +273,24 @@ def test_encoded_chunks_write_the_same_file_content(tmp_path, tiny_h5):
         w.write(s, 0, h5io.encode_chunks(np.stack([x.image for x in smp])),
                 [x.label for x in smp], [x.seed for x in smp])
     p = w.finish()
-    assert h5io.content_digest(p) == h5io.content_digest(tiny_h5)
+    assert_same_file(p, tiny_h5)
     assert h5io.verify(p, samples=2).ok
     bad = h5io.EncodedChunks((b"\x00" * 10,))
     w = h5io.HDF5Writer.open(tmp_path / "f.h5", SPEC)
     with pytest.raises(ValueError, match="encoded chunks must be"):
         w.write("train", 0, bad, [0], [SPEC.seed_of("train", 0)])
     w.close()
+
+
+def test_resume_regenerates_a_corrupted_row_of_the_partial_file(tmp_path, tiny_h5):
+    w = h5io.HDF5Writer.open(tmp_path / "t.h5", SPEC)
+    smp = [SPEC.sample("train", i) for i in range(8)]
+    w.write("train", 0, np.stack([x.image for x in smp]), [x.label for x in smp],
+            [x.seed for x in smp])
+    w.close()
+    partial = h5io.partial_path(tmp_path / "t.h5")
+    _corrupt_image_chunk(partial, "train", 5)
+    w = h5io.HDF5Writer.open(tmp_path / "t.h5", SPEC)
+    assert w.resumed == {"train": 5, "test": 0}  # rows 0-4 copied, 5.. generated again
+    w.close()
+    assert_same_file(_write_all(tmp_path / "t.h5"), tiny_h5)

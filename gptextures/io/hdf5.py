@@ -171,26 +171,47 @@ class HDF5Writer:
         ranges = {s: shard_range(spec.num_samples(s), shard) for s in splits}
         partial = partial_path(path)
         layout = {"splits": ranges, "shard": list(shard), "compression": compression}
-        if partial.exists() and not overwrite:
-            h5 = _try_open_partial(partial)
-            if h5 is not None:
-                try:
-                    resumed = _check_resumable(h5, spec, layout, partial)
-                except Exception:
-                    h5.close()
-                    raise
-                return cls(path, spec, h5, resumed)
+        old = _try_open_partial(partial) if partial.exists() and not overwrite else None
+        if old is not None:
+            try:
+                counts = _check_resumable(old, spec, layout, partial)
+                return cls._rebuild(path, spec, old, counts, ranges, shard, compression)
+            finally:
+                old.close()
         if partial.exists():
             partial.unlink()
-        h5 = h5py.File(partial, "w", track_order=True)
+        return cls(path, spec, _create_file(partial, spec, ranges, shard, compression),
+                   {s: 0 for s in splits})
+
+    @classmethod
+    def _rebuild(cls, path: Path, spec: DatasetSpec, old: h5py.File, counts: dict[str, int],
+                 ranges: Mapping[str, tuple[int, int]], shard: tuple[int, int],
+                 compression: str | None) -> HDF5Writer:
+        """Resume: copy the rows an interrupted run wrote into a fresh file, in the order an
+        uninterrupted run writes them, so that the finished file is byte-identical to one
+        written in a single session. Stored bytes are copied, not regenerated; a row whose
+        checksum fails (or any later row) is dropped and generated again."""
+        partial = partial_path(path)
+        tmp = Path(str(partial) + ".rebuild")
+        writer = cls(path, spec, _create_file(tmp, spec, ranges, shard, compression), {})
         try:
-            _create_layout(h5, spec, ranges, shard, compression)
-            h5.flush()
+            for s in ranges:
+                g = old[s]
+                lo = int(g.attrs["start"])
+                good = 0
+                for i in range(counts[s]):
+                    row = _read_row(g, spec, i)
+                    if row is None:
+                        break
+                    writer.write(s, lo + i, *row)
+                    good = i + 1
+                writer.resumed[s] = good
         except BaseException:
-            h5.close()
-            partial.unlink(missing_ok=True)
+            writer.close()
+            tmp.unlink(missing_ok=True)
             raise
-        return cls(path, spec, h5, {s: 0 for s in splits})
+        os.replace(tmp, partial)  # the open handle follows the file
+        return writer
 
     # ---- state ------------------------------------------------------------------------
     @property
@@ -254,26 +275,31 @@ class HDF5Writer:
                     f" {images.shape}"
                 )
         labels = np.asarray(labels, dtype=np.int64)
+        seeds = np.asarray(seeds, dtype=np.int64)
         levels = _labels.decode_array(labels, self.spec.texture.radices)
-        new = w + k
-        for name in ("images", "label", "seed"):
-            g[name].resize(new, axis=0)
-        for name in self.spec.texture.level_names:
-            g["levels"][name].resize(new, axis=0)
-        if encoded:
-            dsid = g["images"].id
-            for j, chunk in enumerate(images.chunks):
-                dsid.write_direct_chunk((w + j, 0, 0), chunk, 0)
-        else:
-            for j in range(k):  # one chunk per image: write whole chunks
-                g["images"][w + j] = images[j]
-        g["label"][w:new] = labels
-        g["seed"][w:new] = np.asarray(seeds, dtype=np.int64)
-        for j, name in enumerate(self.spec.texture.level_names):
-            g["levels"][name][w:new] = levels[:, j]
-        self._h5.flush()  # data and sizes reach the file before the counter moves
-        g.attrs["written"] = new
-        self._h5.flush()
+        if not encoded and g["images"].compression is None:
+            images = encode_chunks(images)  # the same bytes whoever computes the checksum
+            encoded = True
+        names = self.spec.texture.level_names
+        columns = [g["images"], g["label"], g["seed"], *(g["levels"][n] for n in names)]
+        # One image at a time, whatever the block size: the file's bytes do not depend on how
+        # samples were grouped (workers, shards, resumes).
+        for j in range(k):
+            i = w + j
+            for ds in columns:
+                if ds.shape[0] < i + 1:
+                    ds.resize(i + 1, axis=0)
+            if encoded:
+                g["images"].id.write_direct_chunk((i, 0, 0), images.chunks[j], 0)
+            else:
+                g["images"][i] = images[j]
+            g["label"][i] = labels[j]
+            g["seed"][i] = seeds[j]
+            for d, name in enumerate(names):
+                g["levels"][name][i] = levels[j, d]
+            self._h5.flush()  # data and sizes reach the file before the counter moves
+            g.attrs["written"] = i + 1
+            self._h5.flush()
 
     def finish(self) -> Path:
         """Check every split is full, mark the file complete and rename it to its final path."""
@@ -302,10 +328,38 @@ class HDF5Writer:
         self.close()
 
 
-def _try_open_partial(partial: Path) -> h5py.File | None:
-    """Open a partial file for appending; ``None`` when it is unreadable (killed mid-flush)."""
+def _create_file(p: Path, spec: DatasetSpec, ranges: Mapping[str, tuple[int, int]],
+                 shard: tuple[int, int], compression: str | None) -> h5py.File:
+    h5 = h5py.File(p, "w", track_order=True)
     try:
-        h5 = h5py.File(partial, "r+")
+        _create_layout(h5, spec, ranges, shard, compression)
+        h5.flush()
+    except BaseException:
+        h5.close()
+        p.unlink(missing_ok=True)
+        raise
+    return h5
+
+
+def _read_row(g: h5py.Group, spec: DatasetSpec, i: int) -> tuple[Any, ...] | None:
+    """Row ``i`` of a split group as ``write`` arguments; ``None`` when it fails its checksum."""
+    try:
+        if g["images"].compression is None:
+            _, chunk = g["images"].id.read_direct_chunk((i, 0, 0))
+            if fletcher32(chunk[:-4]) != int.from_bytes(chunk[-4:], "little"):
+                return None
+            images: Any = EncodedChunks((bytes(chunk),))
+        else:
+            images = g["images"][i:i + 1]
+        return images, g["label"][i:i + 1], g["seed"][i:i + 1]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _try_open_partial(partial: Path) -> h5py.File | None:
+    """Open a partial file to resume from; ``None`` when it is unreadable (killed mid-flush)."""
+    try:
+        h5 = h5py.File(partial, "r")
     except OSError:
         return None
     try:
@@ -334,15 +388,14 @@ def _check_resumable(h5: h5py.File, spec: DatasetSpec, layout: dict[str, Any],
         )
     resumed = {}
     for s in layout["splits"]:
-        g = h5[s]
+        g = h5.get(s)
+        if not isinstance(g, h5py.Group) or "written" not in g.attrs:
+            raise FileExistsError(f"out: {str(partial)!r} lacks split {s!r}; pass overwrite=True"
+                                  " (--overwrite) to discard it")
         w = int(g.attrs["written"])
-        # Rows past the counter may hold a block that was being written when the run died.
-        for name in ("images", "label", "seed"):
-            g[name].resize(w, axis=0)
-        for name in spec.texture.level_names:
-            g["levels"][name].resize(w, axis=0)
+        # A row past the counter (the image being written when the run died) is not trusted:
+        # it is written again, with the same bytes, in the same place.
         resumed[s] = w
-    h5.flush()
     return resumed
 
 
