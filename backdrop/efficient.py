@@ -36,7 +36,9 @@ def _train_batchnorms(module: nn.Module) -> list[_BN]:
     return [m for m in module.modules() if isinstance(m, _BN) and m.training]
 
 
-_Stats = dict[int, tuple[Tensor, Tensor, Tensor, int]]
+_Stats = dict[int, tuple[Tensor, Tensor]]
+ChunkSize = int | None | Literal["auto"]
+_AUTO_CPU_CHUNK = 32
 
 
 def _channel_view(x: Tensor) -> tuple[list[int], list[int]]:
@@ -48,17 +50,15 @@ def _channel_view(x: Tensor) -> tuple[list[int], list[int]]:
 
 
 @contextmanager
-def _capture_dropped_stats(bns: list[_BN], drop_idx: Tensor, stats: _Stats) -> Iterator[None]:
-    """Record, per BatchNorm, the full-batch mean ``c`` and the dropped samples' share of the
-    batch moments: ``sum (x_d - c)``, ``sum (x_d - c)^2`` over dropped rows, and the element count
-    per channel of the whole batch."""
+def _capture_batch_stats(bns: list[_BN], stats: _Stats) -> Iterator[None]:
+    """Record, per BatchNorm, the full-batch mean and biased variance of its input, ``(C,)`` each
+    (one fused reduction over the input; no copy of the dropped rows)."""
 
     def hook(mod: _BN, args: tuple[Tensor, ...]) -> None:
         x = args[0].detach()
-        red, shape = _channel_view(x)
-        center = x.mean(dim=red)
-        xd = x[drop_idx] - center.view(shape)
-        stats[id(mod)] = (center, xd.sum(dim=red), (xd * xd).sum(dim=red), x.numel() // x.shape[1])
+        red, _ = _channel_view(x)
+        var, mean = torch.var_mean(x, dim=red, correction=0)
+        stats[id(mod)] = (mean, var)
 
     handles = [bn.register_forward_pre_hook(hook) for bn in bns]
     try:
@@ -68,21 +68,17 @@ def _capture_dropped_stats(bns: list[_BN], drop_idx: Tensor, stats: _Stats) -> I
             h.remove()
 
 
-def _mixed_stats_forward(bn: _BN, center: Tensor, s1: Tensor, s2: Tensor, count: int):
+def _mixed_stats_forward(bn: _BN, mean_full: Tensor, var_full: Tensor):
     """Forward for the kept rows: the values of the full-batch mean and biased variance, with the
     gradient of the kept rows' own mean and variance (the kept rows stand in for the dropped
     ones in the statistics' backward, as if the batch were the kept subset)."""
 
     def forward(x: Tensor) -> Tensor:
         red, shape = _channel_view(x)
-        y = x - center.view(shape)
-        var_k, shift_k = torch.var_mean(y, dim=red, correction=0)
-        with torch.no_grad():
-            shift = (y.sum(dim=red) + s1) / count  # full mean - center (0 up to rounding)
-            var = (y.pow(2).sum(dim=red) + s2) / count - shift * shift
-        shift = shift_k + (shift - shift_k).detach()  # value: full batch; gradient: kept subset
-        var = var_k + (var - var_k).detach()
-        out = (y - shift.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+        var_k, mean_k = torch.var_mean(x, dim=red, correction=0)
+        mean = mean_k + (mean_full.to(mean_k.dtype) - mean_k).detach()  # value: full batch
+        var = var_k + (var_full.to(var_k.dtype) - var_k).detach()  # gradient: kept subset
+        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
         if bn.weight is not None:
             out = out * bn.weight.view(shape)
         if bn.bias is not None:
@@ -105,12 +101,34 @@ def _full_batch_stats(bns: list[_BN], stats: _Stats) -> Iterator[None]:
                 del bn.forward
 
 
-def _assemble(kept: Tensor, dropped: Tensor, keep_idx: Tensor, drop_idx: Tensor) -> Tensor:
-    """New ``(B, ...)`` tensor: rows ``kept`` at ``keep_idx``, rows ``dropped`` at ``drop_idx``."""
-    order = torch.cat([keep_idx, drop_idx])
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    return torch.cat([kept, dropped.to(kept.dtype)])[inverse]
+def _chunk_rows(chunk_size: ChunkSize, x: Tensor) -> int | None:
+    """Rows per no-grad forward: ``"auto"`` = 32 on CPU (cache-sized; measured ~1.8x faster than
+    one 230-row pass in the benchmark) and the whole set elsewhere (GPUs want large batches)."""
+    if chunk_size == "auto":
+        return _AUTO_CPU_CHUNK if x.device.type == "cpu" else None
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, None or 'auto', got {chunk_size!r}")
+    return chunk_size
+
+
+def _no_grad_rows(
+    encoder: nn.Module, x: Tensor, idx: Tensor, out: Tensor, chunk: int | None
+) -> None:
+    """Write ``encoder(x[idx])`` into ``out[idx]`` without a graph, ``chunk`` rows at a time.
+
+    The batch path's paste step: a spatial-lattice version writes the no-grad map the same way.
+    """
+    with torch.no_grad():
+        for part in idx.split(chunk) if chunk else (idx,):
+            out[part] = encoder(x[part]).to(out.dtype)
+
+
+def _paste_kept(base: Tensor, kept: Tensor, keep_idx: Tensor, scale: float) -> Tensor:
+    """``base`` (no graph) with rows ``keep_idx`` replaced by ``kept``, whose gradient is scaled by
+    ``scale`` (Eq. 1's ``N / |b|_1``); one out-of-place copy of the latents."""
+    return base.index_put((keep_idx,), scale_gradient(kept, scale).to(base.dtype))
 
 
 def efficient_backdrop(
@@ -121,13 +139,14 @@ def efficient_backdrop(
     mask: Tensor | None = None,
     generator: torch.Generator | None = None,
     batchnorm: BatchNormMode = "full",
+    chunk_size: ChunkSize = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Encode a batch with backdrop over samples, building the graph for the kept samples only.
 
     Args:
         encoder: module mapping ``(B, ...)`` inputs to ``(B, ...)`` latents, one row per sample.
         x: input batch, shape ``(B, ...)``.
-        p: probability of dropping each sample in [0, 1] (ignored when ``mask`` is given).
+        p: probability of dropping each sample in [0, 1) (ignored when ``mask`` is given).
         mask: optional bool keep-mask of shape ``(B,)`` with at least one True.
         generator: optional ``torch.Generator`` for the mask draw.
         batchnorm: how BatchNorm layers in train mode are handled (no effect without them):
@@ -142,6 +161,10 @@ def efficient_backdrop(
             subset statistics (running stats updated twice); cheaper, but latent values differ.
             In "full" mode the kept samples run twice, so the encoder should be deterministic
             in train mode (no Dropout) for their two results to agree.
+        chunk_size: rows per no-grad forward of the dropped samples (no graph is kept, so they
+            can stream through in cache-sized chunks): ``"auto"`` (32 on CPU, all at once on
+            other devices), an int, or ``None`` (all at once). Only used without train-mode
+            BatchNorm, whose statistics need the whole batch (or the whole dropped subset).
     Returns:
         ``(latents, mask)``: latents ``(B, ...)`` whose gradient flows only into kept rows, scaled
         by ``B / |b|_1``; ``mask`` the bool ``(B,)`` keep-mask, or ``None`` when no masking happened
@@ -151,6 +174,7 @@ def efficient_backdrop(
         raise ValueError(f"batchnorm must be 'full' or 'subset', got {batchnorm!r}")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have a non-empty batch dim 0, got shape {tuple(x.shape)}")
+    chunk = _chunk_rows(chunk_size, x)
     batch = x.shape[0]
     if mask is None:
         p = _check_p(p)
@@ -178,16 +202,16 @@ def efficient_backdrop(
         return encoder(x), mask
     if bns and batchnorm == "full":
         stats: _Stats = {}
-        with torch.no_grad(), _capture_dropped_stats(bns, drop_idx, stats):
+        with torch.no_grad(), _capture_batch_stats(bns, stats):
             full = encoder(x)
         with _full_batch_stats(bns, stats):
             kept = encoder(x[keep_idx])
-        return _assemble(scale_gradient(kept, scale), full[drop_idx], keep_idx, drop_idx), mask
+        return _paste_kept(full, kept, keep_idx, scale), mask
 
     kept = encoder(x[keep_idx])
-    with torch.no_grad():
-        dropped = encoder(x[drop_idx])
-    return _assemble(scale_gradient(kept, scale), dropped, keep_idx, drop_idx), mask
+    base = kept.new_empty((batch, *kept.shape[1:]))
+    _no_grad_rows(encoder, x, drop_idx, base, None if bns else chunk)
+    return _paste_kept(base, kept, keep_idx, scale), mask
 
 
 class EfficientBackdrop(nn.Module):
@@ -195,9 +219,10 @@ class EfficientBackdrop(nn.Module):
 
     Args:
         encoder: per-sample encoder ``(B, ...) -> (B, ...)``.
-        p: probability of dropping each sample in [0, 1].
+        p: probability of dropping each sample in [0, 1).
         generator: optional ``torch.Generator`` for reproducible masks.
         batchnorm: ``"full"`` or ``"subset"``, see :func:`efficient_backdrop`.
+        chunk_size: rows per no-grad forward, see :func:`efficient_backdrop`.
 
     In eval mode it is ``encoder(x)``. The last keep-mask is in ``last_mask`` (shape ``(B,)``).
     """
@@ -209,10 +234,13 @@ class EfficientBackdrop(nn.Module):
         *,
         generator: torch.Generator | None = None,
         batchnorm: BatchNormMode = "full",
+        chunk_size: ChunkSize = "auto",
     ) -> None:
         super().__init__()
         if batchnorm not in ("full", "subset"):
             raise ValueError(f"batchnorm must be 'full' or 'subset', got {batchnorm!r}")
+        _chunk_rows(chunk_size, torch.empty(0))
+        self.chunk_size = chunk_size
         self.encoder = encoder
         self.p = _check_p(p)
         self.generator = generator
@@ -224,7 +252,12 @@ class EfficientBackdrop(nn.Module):
         if not self.training:
             return self.encoder(x)
         z, mask = efficient_backdrop(
-            self.encoder, x, self.p, generator=self.generator, batchnorm=self.batchnorm
+            self.encoder,
+            x,
+            self.p,
+            generator=self.generator,
+            batchnorm=self.batchnorm,
+            chunk_size=self.chunk_size,
         )
         if mask is not None:
             self.last_mask = mask

@@ -8,12 +8,13 @@ Vocabulary used throughout the package:
   dims; with ``lattice=(h, w)`` each masked dim of size ``S`` is cut into ``c`` nearly equal blocks
   with boundaries ``floor(i * S / c)`` for ``i = 0..c`` (block sizes differ by at most one; the
   first blocks are the smaller ones when ``c`` does not divide ``S``).
-* N and |b|_1: with ``per_sample=False`` one mask ``b`` is drawn over all cells of the masked dims
-  (shared by the samples unless dim 0 is one of ``dims``); N is the number of those cells and
-  |b|_1 the number kept, and the gradient is multiplied by ``b * N / |b|_1``. With
-  ``per_sample=True`` an independent mask ``b_n`` is drawn for each index ``n`` of dim 0 and Eq. 1
-  is applied per sample: N is the number of cells of one sample, |b_n|_1 the number kept in sample
-  ``n``, and sample ``n``'s gradient is multiplied by ``b_n * N / |b_n|_1``.
+* per sample (the default of :func:`backdrop` whenever dim 0 is not masked): an independent mask
+  ``b_n`` is drawn for each index ``n`` of dim 0 and Eq. 1 is applied per sample: N is the number
+  of cells of one sample, |b_n|_1 the number kept in sample ``n``, and sample ``n``'s gradient is
+  multiplied by ``b_n * N / |b_n|_1``. With ``per_sample=False`` (shared) one mask ``b`` is drawn
+  over all cells of the masked dims, N is the number of those cells and |b|_1 the number kept, and
+  the whole gradient is multiplied by ``b * N / |b|_1``; it is shared by the samples unless dim 0
+  is one of ``dims`` (then the mask already varies over samples and is always of this kind).
 * at least one cell is always kept (per sample when ``per_sample=True``): if the Bernoulli draw
   drops everything, one cell chosen uniformly at random is kept.
 """
@@ -38,15 +39,28 @@ __all__ = [
 
 
 def _check_p(p: float) -> float:
+    """``p`` as a float, or an error naming p, its value and the allowed range [0, 1)."""
     if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"p must be a float in [0, 1], got {type(p).__name__} {p!r}")
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"p must be in [0, 1] (probability of dropping a cell), got {p!r}")
+        raise TypeError(f"p must be a float in [0, 1), got {type(p).__name__} {p!r}")
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(
+            f"p must be in [0, 1) (probability of dropping a cell; 1 would drop every "
+            f"gradient), got p={p!r}"
+        )
     return float(p)
 
 
+def _resolve_per_sample(per_sample: bool | None, norm_dims: tuple[int, ...]) -> bool:
+    """Default (``None``): per sample unless dim 0 is masked (then the mask varies over samples)."""
+    if per_sample is None:
+        return 0 not in norm_dims
+    if not isinstance(per_sample, bool):
+        raise TypeError(f"per_sample must be a bool or None, got {per_sample!r}")
+    return per_sample
+
+
 def _normalize_dims(
-    ndim: int, dims: Sequence[int], lattice: Sequence[int] | None, per_sample: bool
+    ndim: int, dims: Sequence[int], lattice: Sequence[int] | None, per_sample: bool | None
 ) -> tuple[tuple[int, ...], tuple[int | None, ...]]:
     """Return masked dims as sorted non-negative ints and the lattice entry aligned to each."""
     if isinstance(dims, int):
@@ -64,7 +78,7 @@ def _normalize_dims(
     norm = tuple(d % ndim for d in dims)
     if len(set(norm)) != len(norm):
         raise ValueError(f"dims must be distinct, got {dims!r} (= {norm} for a {ndim}-d input)")
-    if per_sample and 0 in norm:
+    if per_sample is True and 0 in norm:
         raise ValueError(
             f"per_sample=True masks each index of dim 0 separately, so dims must not "
             f"contain dim 0; got dims={dims!r}"
@@ -83,7 +97,10 @@ def _normalize_dims(
             if c is None:  # one cell per index along this dim
                 continue
             if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                raise ValueError(f"lattice entries must be ints >= 1, got lattice={lattice!r}")
+                raise ValueError(
+                    f"lattice entries must be ints >= 1 (cells per masked dim), "
+                    f"got lattice={lattice!r}"
+                )
         lat = lattice
     order = sorted(range(len(norm)), key=lambda i: norm[i])
     return tuple(norm[i] for i in order), tuple(lat[i] for i in order)
@@ -100,7 +117,8 @@ def cell_bounds(size: int, cells: int) -> list[int]:
     """
     if not 1 <= cells <= size:
         raise ValueError(
-            f"lattice cells along a dim must be in [1, {size}] (the dim's size), got {cells}"
+            f"lattice cells along a dim must be in [1, {size}] (the dim's size: a lattice cannot "
+            f"be finer than the map), got {cells}"
         )
     return [(i * size) // cells for i in range(cells + 1)]
 
@@ -131,7 +149,7 @@ def sample_mask(
     Args:
         shape: cell shape. With ``per_sample=True`` the first entry is the number of samples and at
             least one cell is kept in each sample; otherwise at least one cell overall.
-        p: probability of dropping each cell, in [0, 1].
+        p: probability of dropping each cell, in [0, 1).
         generator: optional ``torch.Generator``; the draws are made on its device.
         device: device of the returned mask (default: the generator's device, else CPU).
     Returns:
@@ -242,21 +260,26 @@ def scale_gradient(x: Tensor, scale: float | Tensor) -> Tensor:
 def apply_mask(
     x: Tensor,
     mask: Tensor,
-    dims: Sequence[int] = (0,),
-    lattice: Sequence[int] | None = None,
     *,
-    per_sample: bool = False,
+    dims: Sequence[int],
+    lattice: Sequence[int] | None = None,
+    per_sample: bool | None = None,
 ) -> Tensor:
     """Backdrop with a given keep-mask: identity forward, gradient times ``mask * N / |b|_1``.
 
     Args:
         x: input of any shape, e.g. ``(B, C, H, W)``.
         mask: bool keep-mask of the cell shape (``lattice`` or the sizes of ``dims``; with a
-            leading ``B`` when ``per_sample``), e.g. from :func:`sample_mask`.
-        dims, lattice, per_sample: see :func:`backdrop`.
+            leading ``B`` when per sample), e.g. from :func:`sample_mask`.
+        dims, lattice: see :func:`backdrop`.
+        per_sample: whether ``mask`` has a leading per-sample dim; ``None`` infers it from
+            ``mask.ndim`` (one more dim than the masked dims = per sample).
     Returns:
         a view of ``x`` (same values). Do not modify it in place: autograd raises an error.
     """
+    if per_sample is None:
+        n_dims = 1 if isinstance(dims, int) else len(tuple(dims))
+        per_sample = mask.ndim == n_dims + 1
     weights = mask_weights(mask, per_sample=per_sample)
     w = expand_mask(weights, x.shape, dims, lattice, per_sample=per_sample)
     return _MaskGrad.apply(x, w.to(x.device))
@@ -264,38 +287,43 @@ def apply_mask(
 
 def backdrop(
     x: Tensor,
-    p: float = 0.5,
-    dims: Sequence[int] = (0,),
-    lattice: Sequence[int] | None = None,
+    p: float,
     *,
-    per_sample: bool = False,
+    dims: Sequence[int],
+    lattice: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
+    per_sample: bool | None = None,
     return_mask: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor | None]:
     """Backdrop masking layer M_p of paper Eq. 1: forward is the identity, backward drops cells.
 
     Args:
         x: input tensor, e.g. latents ``(B, D)`` or feature maps ``(B, C, H, W)``.
-        p: probability of dropping each cell in [0, 1]. ``p == 0`` returns ``x`` itself (plain
-            gradient, no random draw). ``p == 1`` keeps exactly one cell (per sample).
+        p: probability of dropping each cell, in [0, 1). ``p == 0`` returns ``x`` itself (plain
+            gradient, no random draw).
         dims: dims along which the mask varies: ``(0,)`` masks samples, ``(-2, -1)`` spatial
-            positions (shared across samples unless ``per_sample``), ``(0, -2, -1)`` both jointly.
+            positions (a mask per sample by default), ``(0, -2, -1)`` both jointly.
         lattice: optional number of cells per masked dim, e.g. ``(4, 4)``; each cell covers a block
             of positions with boundaries ``floor(i * S / c)``. ``None``: one cell per index.
-        per_sample: draw an independent mask for each index of dim 0 and normalize per sample.
         generator: optional ``torch.Generator`` for reproducible masks.
+        per_sample: ``None`` (default): an independent mask per index of dim 0, normalized per
+            sample, unless dim 0 is in ``dims`` (then one mask over all masked cells).
+            ``False``: one mask shared by all samples of the batch. ``True``: per sample
+            (an error when dim 0 is in ``dims``).
         return_mask: also return the bool cell mask that was used (``None`` when none was drawn).
     Returns:
-        ``x`` (same values; a view when masked), or ``(x, mask)`` with ``return_mask``.
+        ``x`` (same values; a view when masked), or ``(x, mask)`` with ``return_mask``. The mask
+        has the cell shape, with a leading ``B`` when per sample: e.g. ``(B, 4, 4)``.
 
     No mask is drawn when ``p == 0``, gradients are disabled, or ``x`` does not require grad.
     The mask is drawn on the generator's device and moved to ``x``'s device.
     """
     p = _check_p(p)
     nd, lat = _normalize_dims(x.ndim, dims, lattice, per_sample)
-    cells = ([x.shape[0]] if per_sample else []) + _cells_shape(x.shape, nd, lat)
+    ps = _resolve_per_sample(per_sample, nd)
+    cells = ([x.shape[0]] if ps else []) + _cells_shape(x.shape, nd, lat)
     if p == 0.0 or not (torch.is_grad_enabled() and x.requires_grad):
         return (x, None) if return_mask else x
-    mask = sample_mask(cells, p, per_sample=per_sample, generator=generator, device=x.device)
-    out = apply_mask(x, mask, nd, lat, per_sample=per_sample)
+    mask = sample_mask(cells, p, per_sample=ps, generator=generator, device=x.device)
+    out = apply_mask(x, mask, dims=nd, lattice=lat, per_sample=ps)
     return (out, mask) if return_mask else out

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from backdrop.functional import _check_p, _normalize_dims, backdrop
+from backdrop.functional import (
+    _check_p,
+    _normalize_dims,
+    _resolve_per_sample,
+    backdrop,
+    expand_mask,
+)
 
 __all__ = ["Backdrop"]
 
@@ -16,38 +22,43 @@ class Backdrop(nn.Module):
     """Masking layer M_p (paper Eq. 1): identity forward, random cells dropped from the gradient.
 
     Args:
-        p: probability of dropping each cell, in [0, 1]. 0 makes the layer an exact no-op.
+        p: probability of dropping each cell, in [0, 1). 0 makes the layer an exact no-op.
         dims: dims along which the mask varies; ``(0,)`` samples, ``(-2, -1)`` spatial positions.
         lattice: optional number of cells per masked dim (blocks ``floor(i * S / c)``), e.g.
             ``(4, 4)`` on a ``(B, C, 8, 8)`` map drops 2x2 blocks.
-        per_sample: independent mask and Eq. 1 normalization for each sample (dim 0).
+        per_sample: ``None`` (default): an independent mask and Eq. 1 normalization per sample
+            unless dim 0 is masked; ``False``: one mask shared by the whole batch.
         generator: optional ``torch.Generator`` for reproducible masks.
 
     In eval mode, under ``torch.no_grad()``, or when the input does not require grad, the layer
     returns its input unchanged and draws nothing. In train mode the mask is drawn in the forward
-    pass and applied in the matching backward pass; :meth:`kept_cells` returns it.
+    pass and applied in the matching backward pass; :meth:`kept_cells` and :meth:`kept_map`
+    return it.
     """
 
     def __init__(
         self,
-        p: float = 0.5,
-        dims: Sequence[int] = (0,),
-        lattice: Sequence[int] | None = None,
+        p: float,
         *,
-        per_sample: bool = False,
+        dims: Sequence[int],
+        lattice: Sequence[int] | None = None,
+        per_sample: bool | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.p = _check_p(p)
         self.dims = (dims,) if isinstance(dims, int) else tuple(dims)
         self.lattice = None if lattice is None else tuple(lattice)
-        self.per_sample = bool(per_sample)
+        if per_sample is not None and not isinstance(per_sample, bool):
+            raise TypeError(f"per_sample must be a bool or None, got {per_sample!r}")
+        self.per_sample = per_sample
         self.generator = generator
-        # Validate dims/lattice against the smallest input they could apply to.
-        # (one extra leading dim for the sample dim when per_sample)
-        ndim = max(d + 1 if d >= 0 else -d for d in self.dims) + int(self.per_sample)
+        # Validate dims/lattice against the smallest input they could apply to
+        # (one extra leading dim for the sample dim when per sample).
+        ndim = max(d + 1 if d >= 0 else -d for d in self.dims) + int(bool(self.per_sample))
         _normalize_dims(ndim, self.dims, self.lattice, self.per_sample)
         self.last_mask: Tensor | None = None
+        self._last_args: tuple | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         """Return ``x`` (same values); in train mode the backward pass masks the gradient."""
@@ -56,23 +67,37 @@ class Backdrop(nn.Module):
         out, mask = backdrop(
             x,
             self.p,
-            self.dims,
-            self.lattice,
+            dims=self.dims,
+            lattice=self.lattice,
             per_sample=self.per_sample,
             generator=self.generator,
             return_mask=True,
         )
         if mask is not None:
             self.last_mask = mask
+            nd, _ = _normalize_dims(x.ndim, self.dims, self.lattice, self.per_sample)
+            self._last_args = (x.shape, _resolve_per_sample(self.per_sample, nd))
         return out
 
     def kept_cells(self) -> Tensor | None:
         """Bool mask of the cells kept by the last masked forward (the one its backward uses).
 
         Shape: the lattice (or the sizes of the masked dims), with a leading batch dim when
-        ``per_sample``; ``None`` if no mask has been drawn yet.
+        per sample, e.g. ``(B, 4, 4)``; ``None`` if no mask has been drawn yet.
         """
         return self.last_mask
+
+    def kept_map(self) -> Tensor | None:
+        """The last mask at the input's resolution: bool, True where the gradient was kept.
+
+        Shape: the input's sizes along the masked dims (and dim 0 when per sample), 1 elsewhere,
+        e.g. ``(B, 1, H, W)`` for ``dims=(-2, -1)``: ``kept_map()[n, 0]`` is the paper's mask
+        picture for sample ``n``. ``None`` if no mask has been drawn yet.
+        """
+        if self.last_mask is None or self._last_args is None:
+            return None
+        shape, ps = self._last_args
+        return expand_mask(self.last_mask, shape, self.dims, self.lattice, per_sample=ps)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, dims={self.dims}, lattice={self.lattice}, per_sample={self.per_sample}"

@@ -87,7 +87,8 @@ class GPNet(nn.Module):
         input_size: input side in pixels (square), used to place the masks.
         small_patch, large_patch: mask patch sizes in input pixels (paper: 16 and 256).
         p_small, p_large: drop probabilities of the two masks (paper: up to 0.999 and 0.94).
-        per_sample: independent masks per image (Eq. 1 normalized per image).
+        per_sample: independent masks per image (Eq. 1 normalized per image; default);
+            ``False`` shares one mask across the batch.
         generator: optional ``torch.Generator`` shared by both masks.
     Input ``(B, in_channels, input_size, input_size)``, output logits ``(B, num_classes)``.
     """

@@ -42,7 +42,7 @@ def _grads(module: nn.Module) -> list[torch.Tensor]:
 def test_gradient_equals_naive_masked_gradient_without_cross_sample_layers():
     x, y = _data()
     naive, eff = _encoder(False), _encoder(False)
-    z_naive = apply_mask(naive(x), MASK)
+    z_naive = apply_mask(naive(x), MASK, dims=(0,))
     _loss(z_naive, y).backward()
     z_eff, mask = efficient_backdrop(eff, x, mask=MASK)
     assert torch.equal(mask, MASK)
@@ -91,7 +91,7 @@ def test_batchnorm_full_mode_gradient_definition():
     var = var_k + (var_f - var_k).detach()
     c = (1, -1, 1, 1)
     hn = (h - mean.view(c)) / torch.sqrt(var.view(c) + bn.eps) * bn.weight.view(c) + bn.bias.view(c)
-    _loss(apply_mask(rest(hn), MASK), y).backward()
+    _loss(apply_mask(rest(hn), MASK, dims=(0,)), y).backward()
     z, _ = efficient_backdrop(eff, x, mask=MASK, batchnorm="full")
     _loss(z, y).backward()
     for ge, gr in zip(_grads(eff), _grads(ref), strict=True):
@@ -165,7 +165,8 @@ def test_module_wrapper_train_eval_and_reproducibility():
         (dict(mask=torch.ones(3, dtype=torch.bool)), ValueError, r"shape \(10,\)"),
         (dict(mask=torch.ones(10)), ValueError, "bool tensor"),
         (dict(mask=torch.zeros(10, dtype=torch.bool)), ValueError, "at least one"),
-        (dict(p=1.2), ValueError, r"p must be in \[0, 1\]"),
+        (dict(p=1.2), ValueError, r"p must be in \[0, 1\).*p=1.2"),
+        (dict(p=1.0), ValueError, r"p must be in \[0, 1\).*p=1.0"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):

@@ -40,7 +40,7 @@ def _cell_index(j: int, size: int, cells: int) -> int:
 )
 def test_forward_is_identity_and_zero_copy(shape, dims, lattice, per_sample):
     x = torch.randn(shape, requires_grad=True)
-    y = backdrop(x, 0.5, dims, lattice, per_sample=per_sample, generator=_gen(0))
+    y = backdrop(x, 0.5, dims=dims, lattice=lattice, per_sample=per_sample, generator=_gen(0))
     assert torch.equal(y, x)
     assert y.data_ptr() == x.data_ptr()
 
@@ -49,7 +49,7 @@ def test_sample_dim_gradient_matches_eq1_by_hand():
     b, d = 8, 5
     x = torch.randn(b, d, requires_grad=True)
     g = torch.randn(b, d)
-    y, mask = backdrop(x, 0.5, (0,), generator=_gen(1), return_mask=True)
+    y, mask = backdrop(x, 0.5, dims=(0,), generator=_gen(1), return_mask=True)
     y.backward(g)
     kept = int(mask.sum())
     assert 1 <= kept <= b
@@ -65,7 +65,7 @@ def test_parameter_gradient_is_eq2():
     b, d_in, d_out = 10, 4, 3
     lin = torch.nn.Linear(d_in, d_out, bias=False).double()
     x = torch.randn(b, d_in, dtype=torch.float64)
-    h, mask = backdrop(lin(x), 0.6, (0,), generator=_gen(2), return_mask=True)
+    h, mask = backdrop(lin(x), 0.6, dims=(0,), generator=_gen(2), return_mask=True)
     loss = (h.sum(0) ** 2).sum()  # non-decomposable over samples
     loss.backward()
     dfdh = 2 * lin(x).sum(0).detach()  # same for every sample
@@ -83,19 +83,28 @@ def test_cell_bounds_partition_nearly_equal_blocks(size, cells):
     assert b == [math.floor(i * size / cells) for i in range(cells + 1)]
 
 
-@pytest.mark.parametrize("per_sample", [False, True])
-def test_lattice_gradient_matches_loop(per_sample):
+@pytest.mark.parametrize(
+    "per_sample,expect_per_sample", [(None, True), (True, True), (False, False)]
+)
+def test_lattice_gradient_matches_loop(per_sample, expect_per_sample):
+    """Default (None): a mask per sample; per_sample=False: one mask shared by the batch."""
     bsz, c, h, w, lh, lw = 3, 2, 7, 10, 3, 4
     x = torch.randn(bsz, c, h, w, requires_grad=True)
     g = torch.randn(bsz, c, h, w)
     y, mask = backdrop(
-        x, 0.5, (-2, -1), (lh, lw), per_sample=per_sample, generator=_gen(3), return_mask=True
+        x,
+        0.5,
+        dims=(-2, -1),
+        lattice=(lh, lw),
+        per_sample=per_sample,
+        generator=_gen(3),
+        return_mask=True,
     )
     y.backward(g)
-    assert mask.shape == ((bsz, lh, lw) if per_sample else (lh, lw))
+    assert mask.shape == ((bsz, lh, lw) if expect_per_sample else (lh, lw))
     expected = torch.zeros(bsz, c, h, w, dtype=torch.float64)
     for n in range(bsz):
-        m = mask[n] if per_sample else mask
+        m = mask[n] if expect_per_sample else mask
         scale = lh * lw / int(m.sum())
         for i in range(h):
             for j in range(w):
@@ -122,10 +131,11 @@ def test_at_least_one_cell_kept():
         m = sample_mask((4, 64), 0.999, per_sample=True, generator=gen)
         assert torch.all(m.sum(dim=1) >= 1)
         assert sample_mask((64,), 0.999, generator=gen).sum() >= 1
-    # p = 1 keeps exactly one cell per sample, chosen uniformly
+    # p just below 1 rounds to 1.0 against float32 uniforms in [0, 1): the draw drops every cell
+    # and the fallback keeps exactly one per sample, chosen uniformly
     counts = torch.zeros(8)
     for _ in range(400):
-        m = sample_mask((1, 8), 1.0, per_sample=True, generator=gen)
+        m = sample_mask((1, 8), 1 - 1e-12, per_sample=True, generator=gen)
         assert int(m.sum()) == 1
         counts += m[0].float()
     # multinomial(400, 1/8): each count 50 +- 5 sigma (sigma = sqrt(400 * 1/8 * 7/8) = 6.6)
@@ -142,7 +152,7 @@ def test_p_zero_is_plain_gradient_and_draws_nothing():
     x = torch.randn(4, 3, requires_grad=True)
     gen = _gen(7)
     state = gen.get_state()
-    y = backdrop(x, 0.0, (0,), generator=gen)
+    y = backdrop(x, 0.0, dims=(0,), generator=gen)
     assert y is x
     assert torch.equal(gen.get_state(), state)
 
@@ -151,17 +161,17 @@ def test_no_draw_without_grad():
     gen = _gen(8)
     state = gen.get_state()
     x = torch.randn(4, 3)
-    assert backdrop(x, 0.5, generator=gen) is x
+    assert backdrop(x, 0.5, dims=(0,), generator=gen) is x
     xr = x.clone().requires_grad_()
     with torch.no_grad():
-        assert backdrop(xr, 0.5, generator=gen) is xr
+        assert backdrop(xr, 0.5, dims=(0,), generator=gen) is xr
     assert torch.equal(gen.get_state(), state)
 
 
 def test_seeded_generator_is_reproducible():
     def run(seed):
         x = torch.ones(2, 1, 16, 16, requires_grad=True)
-        y = backdrop(x, 0.8, (-2, -1), (8, 8), per_sample=True, generator=_gen(seed))
+        y = backdrop(x, 0.8, dims=(-2, -1), lattice=(8, 8), generator=_gen(seed))
         y.sum().backward()
         return x.grad
 
@@ -182,27 +192,29 @@ def test_expand_mask_shape_and_broadcast():
 
 def test_dims_order_does_not_matter():
     x = torch.randn(2, 1, 6, 9, requires_grad=True)
-    _, m1 = backdrop(x, 0.5, (-2, -1), (2, 3), generator=_gen(9), return_mask=True)
-    _, m2 = backdrop(x, 0.5, (-1, -2), (3, 2), generator=_gen(9), return_mask=True)
-    assert m1.shape == m2.shape == (2, 3)  # cell dims in increasing dim order
+    _, m1 = backdrop(x, 0.5, dims=(-2, -1), lattice=(2, 3), generator=_gen(9), return_mask=True)
+    _, m2 = backdrop(x, 0.5, dims=(-1, -2), lattice=(3, 2), generator=_gen(9), return_mask=True)
+    assert m1.shape == m2.shape == (2, 2, 3)  # (B, cells...), cell dims in increasing order
     assert torch.equal(m1, m2)
 
 
 def test_apply_mask_validates_mask():
     x = torch.randn(4, 3, requires_grad=True)
     with pytest.raises(ValueError, match="mask has shape"):
-        apply_mask(x, torch.ones(3, dtype=torch.bool))
+        apply_mask(x, torch.ones(3, dtype=torch.bool), dims=(0,))
     with pytest.raises(ValueError, match="at least one"):
-        apply_mask(x, torch.zeros(4, dtype=torch.bool))
+        apply_mask(x, torch.zeros(4, dtype=torch.bool), dims=(0,))
     with pytest.raises(TypeError, match="bool"):
-        apply_mask(x, torch.ones(4))
+        apply_mask(x, torch.ones(4), dims=(0,))
 
 
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [
-        (dict(p=-0.1), ValueError, r"p must be in \[0, 1\].*-0.1"),
-        (dict(p=1.5), ValueError, r"p must be in \[0, 1\].*1.5"),
+        (dict(p=-0.1), ValueError, r"p must be in \[0, 1\).*p=-0.1"),
+        (dict(p=1.5), ValueError, r"p must be in \[0, 1\).*p=1.5"),
+        (dict(p=1.0), ValueError, r"p must be in \[0, 1\).*p=1.0"),
+        (dict(p=float("nan")), ValueError, r"p must be in \[0, 1\).*p=nan"),
         (dict(p="0.5"), TypeError, "p must be a float"),
         (dict(dims=(4,)), ValueError, r"dims entry 4 out of range.*\[-4, 3\]"),
         (dict(dims=(2, -2)), ValueError, "dims must be distinct"),
@@ -210,6 +222,9 @@ def test_apply_mask_validates_mask():
         (dict(dims=(-2, -1), lattice=(2,)), ValueError, "one entry per masked dim"),
         (dict(dims=(-2, -1), lattice=(9, 2)), ValueError, r"in \[1, 8\].*got 9"),
         (dict(dims=(-2, -1), lattice=(0, 2)), ValueError, "lattice entries must be ints >= 1"),
+        (dict(dims=(-2, -1), lattice=(-3, 2)), ValueError, r"lattice entries.*\(-3, 2\)"),
+        (dict(dims=(-5,)), ValueError, r"dims entry -5 out of range.*\[-4, 3\]"),
+        (dict(dims=(-2, -1), per_sample="yes"), TypeError, "per_sample must be a bool"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
@@ -222,7 +237,7 @@ def test_bad_arguments(kwargs, exc, match):
 
 def test_inplace_on_output_raises_instead_of_silently_wrong():
     x = torch.randn(4, 3, requires_grad=True)
-    y = backdrop(x * 1, 0.5, generator=_gen(10))
+    y = backdrop(x * 1, 0.5, dims=(0,), generator=_gen(10))
     with pytest.raises(RuntimeError, match="inplace"):
         torch.relu_(y)
 
@@ -233,12 +248,15 @@ def test_bfloat16_autocast_on_cpu():
     x = torch.randn(4, 2, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         h = conv(x)
-        y, mask = backdrop(h, 0.5, (-2, -1), (4, 4), generator=_gen(11), return_mask=True)
+        y, mask = backdrop(
+            h, 0.5, dims=(-2, -1), lattice=(4, 4), generator=_gen(11), return_mask=True
+        )
     assert y.dtype == torch.bfloat16 and torch.equal(y, h)
     g = torch.randn_like(h)
     hg = torch.autograd.grad(y, h, g)[0]
     assert hg.dtype == torch.bfloat16
-    w = expand_mask(mask_weights(mask), h.shape, (-2, -1), (4, 4))
+    assert mask.shape == (4, 4, 4)  # per sample by default
+    w = expand_mask(mask_weights(mask, per_sample=True), h.shape, (-2, -1), (4, 4), per_sample=True)
     # one bfloat16 rounding of the weight and one of the product: <= 2 * 2^-8 relative
     eps_bf16 = torch.finfo(torch.bfloat16).eps
     torch.testing.assert_close(hg.double(), g.double() * w.double(), rtol=2 * eps_bf16, atol=0.0)

@@ -23,13 +23,7 @@ def test_eval_mode_is_inactive():
 
 
 def test_train_mode_gradient_follows_kept_cells():
-    layer = Backdrop(
-        0.7,
-        dims=(-2, -1),
-        lattice=(3, 3),
-        per_sample=True,
-        generator=torch.Generator().manual_seed(1),
-    )
+    layer = Backdrop(0.7, dims=(-2, -1), lattice=(3, 3), generator=torch.Generator().manual_seed(1))
     x = torch.randn(4, 2, 9, 6, requires_grad=True)
     y = layer(x)
     assert torch.equal(y, x)
@@ -40,16 +34,35 @@ def test_train_mode_gradient_follows_kept_cells():
     assert torch.all(kept.sum(dim=(1, 2)) >= 1)
     w = expand_mask(mask_weights(kept, per_sample=True), x.shape, (-2, -1), (3, 3), per_sample=True)
     torch.testing.assert_close(x.grad.double(), (g * w).double(), rtol=2 * EPS32, atol=0.0)
+    # kept_map: the cell mask at the input's resolution, (B, 1, H, W); 9x6 in 3x3 cells of 3x2
+    km = layer.kept_map()
+    assert km.shape == (4, 1, 9, 6) and km.dtype == torch.bool
+    assert torch.equal(km, w > 0)
+    assert torch.equal(km[:, 0, ::3, ::2], kept)
+
+
+def test_shared_mask_option():
+    layer = Backdrop(
+        0.5, dims=(-2, -1), per_sample=False, generator=torch.Generator().manual_seed(4)
+    )
+    x = torch.randn(3, 2, 4, 4, requires_grad=True)
+    layer(x).sum().backward()
+    kept = layer.kept_cells()
+    assert kept.shape == (4, 4)  # one mask for the whole batch
+    scale = 16 / int(kept.sum())
+    expected = torch.where(kept, scale, 0.0).expand(3, 2, 4, 4)
+    torch.testing.assert_close(x.grad, expected, rtol=EPS32, atol=0.0)
+    assert layer.kept_map().shape == (1, 1, 4, 4)
 
 
 def test_no_mask_under_no_grad_or_p_zero():
     gen = torch.Generator().manual_seed(2)
     state = gen.get_state()
-    layer = Backdrop(0.5, generator=gen)
+    layer = Backdrop(0.5, dims=(0,), generator=gen)
     x = torch.randn(3, 4, requires_grad=True)
     with torch.no_grad():
         assert layer(x) is x
-    assert Backdrop(0.0, generator=gen)(x) is x
+    assert Backdrop(0.0, dims=(0,), generator=gen)(x) is x
     assert torch.equal(gen.get_state(), state)
     assert layer.kept_cells() is None
 
@@ -68,11 +81,7 @@ def test_seeded_layers_train_identically():
             nn.Conv2d(1, 4, 3, padding=1),
             nn.ReLU(),
             Backdrop(
-                0.75,
-                (-2, -1),
-                (4, 4),
-                per_sample=True,
-                generator=torch.Generator().manual_seed(seed),
+                0.75, dims=(-2, -1), lattice=(4, 4), generator=torch.Generator().manual_seed(seed)
             ),
             nn.Conv2d(4, 2, 3, padding=1),
             nn.AdaptiveAvgPool2d(1),
@@ -93,11 +102,13 @@ def test_seeded_layers_train_identically():
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [
-        (dict(p=2.0), ValueError, r"p must be in \[0, 1\]"),
-        (dict(p=None), TypeError, "p must be a float"),
-        (dict(dims=(0, 1), per_sample=True), ValueError, "must not contain dim 0"),
-        (dict(dims=(-2, -1), lattice=(2, 2, 2)), ValueError, "one entry per masked dim"),
-        (dict(dims=(1, 1)), ValueError, "distinct"),
+        (dict(p=2.0, dims=(0,)), ValueError, r"p must be in \[0, 1\).*p=2.0"),
+        (dict(p=1.0, dims=(0,)), ValueError, r"p must be in \[0, 1\).*p=1.0"),
+        (dict(p=None, dims=(0,)), TypeError, "p must be a float"),
+        (dict(p=0.5, dims=(0, 1), per_sample=True), ValueError, "must not contain dim 0"),
+        (dict(p=0.5, dims=(-2, -1), lattice=(2, 2, 2)), ValueError, "one entry per masked dim"),
+        (dict(p=0.5, dims=(-2, -1), lattice=(0, 4)), ValueError, "lattice entries must be ints"),
+        (dict(p=0.5, dims=(1, 1)), ValueError, "distinct"),
     ],
 )
 def test_bad_arguments_at_construction(kwargs, exc, match):
@@ -107,8 +118,14 @@ def test_bad_arguments_at_construction(kwargs, exc, match):
 
 def test_lattice_too_fine_for_input_is_reported_at_forward():
     layer = Backdrop(0.5, dims=(-2, -1), lattice=(8, 8))
-    with pytest.raises(ValueError, match=r"in \[1, 4\].*got 8"):
+    with pytest.raises(ValueError, match=r"lattice.*in \[1, 4\].*finer than the map.*got 8"):
         layer(torch.randn(1, 1, 4, 4, requires_grad=True))
+
+
+def test_dims_out_of_range_for_input_is_reported_at_forward():
+    layer = Backdrop(0.5, dims=(3,))
+    with pytest.raises(ValueError, match=r"dims entry 3 out of range for a 2-d input"):
+        layer(torch.randn(2, 5, requires_grad=True))
 
 
 @pytest.mark.slow  # ~24 s of inductor compilation on 2 CPU cores
@@ -119,7 +136,9 @@ def test_torch_compile_matches_eager():
         torch.manual_seed(0)
         return nn.Sequential(
             nn.Conv2d(1, 3, 3, padding=1),
-            Backdrop(0.5, (-2, -1), (2, 2), generator=torch.Generator().manual_seed(3)),
+            Backdrop(
+                0.5, dims=(-2, -1), lattice=(2, 2), generator=torch.Generator().manual_seed(3)
+            ),
             nn.Flatten(),
         )
 

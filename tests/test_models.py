@@ -161,7 +161,8 @@ def test_all_conv_net_heatmap_and_features():
     [
         (lambda: GPNet(width=0), "width must be an int >= 1, got 0"),
         (lambda: GPNet(small_patch=0), "patch_size must be > 0"),
-        (lambda: GPNet(p_small=1.5), r"p must be in \[0, 1\]"),
+        (lambda: GPNet(p_small=1.5), r"p must be in \[0, 1\).*p=1.5"),
+        (lambda: PonceNet(p=1.0), r"p must be in \[0, 1\).*p=1.0"),
         (lambda: PonceNet(input_size=(300, 400, 3)), "input_size must be"),
         (lambda: AllConvNet(input_size=4), "input_size must be >= 9"),
         (lambda: AllConvNet(widths=(8,)), "widths must be a pair"),

@@ -1,15 +1,20 @@
 """Backdrop speed and memory: naive masking vs the compute-saving path, ratios from one run.
 
-Run: ``python -m benchmarks.speed.backdrop`` (defaults: CNN encoder over 64x64 inputs, batch 256)
-or ``--quick`` for a smoke run. Writes benchmarks/results/backdrop_speed.json and .md.
+Run: ``python -m benchmarks.speed.backdrop`` (defaults: CNN encoder over 64x64 inputs, batch 256,
+p in 0.5, 0.9, 0.99) or ``--quick`` for a smoke run. Writes benchmarks/results/backdrop_speed.json
+and .md.
 
-Measured, all in one process and with the same weights and data:
+Measured in one run, with the same weights and data:
 
-* step time (forward + non-decomposable loss + backward, median of ``--repeats``) of the plain
-  network, of naive backdrop over samples (mask on the latents), and of
-  :func:`backdrop.efficient_backdrop` with the same p;
+* step time (forward + non-decomposable loss + backward, median of ``--repeats``, all methods
+  interleaved in one process) of the plain network, of naive backdrop over samples (mask on the
+  latents) and of :func:`backdrop.efficient_backdrop` with the same p (default chunked no-grad
+  pass, and one unchunked no-grad pass); the same for the encoder with BatchNorm (naive,
+  ``batchnorm="full"``, ``batchnorm="subset"``);
+* peak memory: peak RSS (``VmHWM``) increase of a fresh process running two steps of each
+  method (``--no-memory`` skips these processes);
 * saved-activation bytes of the autograd graph (every tensor autograd saves for backward,
-  counted once per storage): the graph-memory footprint the efficient path cuts;
+  counted once per storage, via ``torch.autograd.graph.saved_tensors_hooks``);
 * the overhead of a spatial Backdrop layer inside the encoder;
 * for an encoder with BatchNorm in train mode: how far the efficient gradient ("full" and
   "subset" modes) is from the naive masked gradient with the same mask, next to how far two naive
@@ -19,10 +24,12 @@ Measured, all in one process and with the same weights and data:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -104,52 +111,178 @@ def _grad_vector(module: nn.Module) -> Tensor:
     return torch.cat([p.grad.flatten() for p in module.parameters()])
 
 
-def bench_speed(args, task: Task, encoder: nn.Module) -> dict:
+# Methods: (name, encoder has BatchNorm, efficient_backdrop keyword arguments or None = naive)
+METHODS: list[tuple[str, bool, dict | None]] = [
+    ("naive", False, None),
+    ("efficient", False, {}),
+    ("efficient, one no-grad pass", False, {"chunk_size": None}),
+    ("BN: naive", True, None),
+    ("BN: efficient 'full'", True, {"batchnorm": "full"}),
+    ("BN: efficient 'subset'", True, {"batchnorm": "subset"}),
+]
+
+
+def _step_fn(task: Task, encoder: nn.Module, kw: dict | None, p: float, gen) -> Callable[[], None]:
+    """One training step (forward, non-decomposable loss, backward) of a method at ``p``."""
     x = task.x
 
-    def run(step: Callable[[], Tensor]) -> Callable[[], None]:
-        def fn() -> None:
-            encoder.zero_grad(set_to_none=True)
-            task.loss(step()).backward()
+    def latents() -> Tensor:
+        if p == 0.0:
+            return encoder(x)
+        if kw is None:
+            return backdrop(encoder(x), p, dims=(0,), generator=gen)
+        return efficient_backdrop(encoder, x, p, generator=gen, **kw)[0]
 
-        return fn
+    def fn() -> None:
+        encoder.zero_grad(set_to_none=True)
+        task.loss(latents()).backward()
 
+    return fn
+
+
+def _peak_rss_probe(args, bn: bool, kw: dict | None, p: float) -> float:
+    """Peak RSS increase (MiB) over two steps of one method, in a fresh process.
+
+    The child builds the data and encoder, resets its peak-RSS counter (``/proc/self/clear_refs``),
+    runs two steps and reports ``VmHWM`` (peak RSS) minus the RSS just before the steps: the most
+    memory the step needed at any instant (activations, graph, temporaries, allocator), including
+    what autograd frees during the backward. Linux only.
+    """
+    probe = dict(
+        bn=bn, kw=kw, p=p, width=args.width, latent=args.latent, batch=args.batch, size=args.size,
+        seed=args.seed, threads=args.threads,
+    )  # fmt: skip
+    code = f"from benchmarks.speed.backdrop import _probe; _probe({json.dumps(probe)!r})"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, check=True, capture_output=True, text=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _status_mib(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _probe(config: str) -> None:
+    """Child side of :func:`_peak_rss_probe`: prints the peak RSS increase in MiB."""
+    c = json.loads(config)
+    if c["threads"]:
+        torch.set_num_threads(c["threads"])
+    torch.manual_seed(c["seed"])
+    task = Task(c["latent"], c["batch"], c["size"], c["seed"])
+    encoder = make_encoder(c["width"], c["latent"], batchnorm=c["bn"])
+    gen = torch.Generator().manual_seed(c["seed"])
+    fn = _step_fn(task, encoder, c["kw"], c["p"], gen)
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _status_mib("VmRSS")
+    for _ in range(2):
+        fn()
+    print(_status_mib("VmHWM") - before)
+
+
+def bench_speed(args, task: Task) -> dict:
+    """Step times, peak RSS and saved-activation bytes of every method at every p."""
+    torch.manual_seed(args.seed)
+    encoders = {False: make_encoder(args.width, args.latent)}
+    torch.manual_seed(args.seed)
+    encoders[True] = make_encoder(args.width, args.latent, batchnorm=True)
     gen = torch.Generator().manual_seed(args.seed)
-    fns = {"plain": run(lambda: encoder(x))}
+    fns = {
+        "plain": _step_fn(task, encoders[False], None, 0.0, gen),
+        "BN: plain": _step_fn(task, encoders[True], None, 0.0, gen),
+    }
     for p in args.ps:
-        fns[f"naive {p}"] = run(lambda p=p: backdrop(encoder(x), p, (0,), generator=gen))
-        fns[f"efficient {p}"] = run(lambda p=p: efficient_backdrop(encoder, x, p, generator=gen)[0])
-    t = _time(fns, args.repeats, args.warmup)
-    plain_b = _saved_bytes(lambda: task.loss(encoder(x)))
-    rows = [dict(method="plain", p=0.0, time_s=t["plain"], saved_mb=plain_b / 2**20)]
-    for p in args.ps:
-        mask = sample_mask((x.shape[0],), p, generator=gen)
-        naive_b = _saved_bytes(lambda m=mask: task.loss(apply_mask(encoder(x), m)))
-        eff_b = _saved_bytes(lambda m=mask: task.loss(efficient_backdrop(encoder, x, mask=m)[0]))
-        naive_t = t[f"naive {p}"]
-        for method, b in (("naive", naive_b), ("efficient", eff_b)):
-            rows.append(
-                dict(
-                    method=method,
+        for name, bn, kw in METHODS:
+            fns[f"{name} {p}"] = _step_fn(task, encoders[bn], kw, p, gen)
+
+    # Forward-only times give the ideal cost "1 forward + (1 - p) of a backward".
+    def forward() -> None:
+        encoders[False](task.x)
+
+    t = _time({**fns, "forward with graph": forward}, args.repeats, args.warmup)
+    fwd = t.pop("forward with graph")
+
+    x = task.x
+    rows = []
+    for bn in (False, True):
+        prefix = "BN: " if bn else ""
+        enc = encoders[bn]
+        plain_t = t[prefix + "plain"]
+        plain_b = _saved_bytes(lambda enc=enc: task.loss(enc(x)))
+        plain_rss = _peak_rss_probe(args, bn, None, 0.0) if args.memory else float("nan")
+        rows.append(
+            dict(method=prefix + "plain", p=0.0, time_s=plain_t, time_vs_plain=1.0, saved_mb=
+                 plain_b / 2**20, peak_rss_mb=plain_rss, kept=args.batch)
+        )  # fmt: skip
+        for p in args.ps:
+            mask = sample_mask((x.shape[0],), p, generator=torch.Generator().manual_seed(7))
+            base = {}
+            for name, mbn, kw in METHODS:
+                if mbn != bn:
+                    continue
+                if kw is None:
+                    b = _saved_bytes(
+                        lambda m=mask, enc=enc: task.loss(apply_mask(enc(x), m, dims=(0,)))
+                    )
+                else:
+                    b = _saved_bytes(
+                        lambda m=mask, enc=enc, kw=kw: task.loss(
+                            efficient_backdrop(enc, x, mask=m, **kw)[0]
+                        )
+                    )
+                rss = _peak_rss_probe(args, bn, kw, p) if args.memory else float("nan")
+                tm = t[f"{name} {p}"]
+                if kw is None:
+                    base = dict(time=tm, saved=b, rss=rss)
+                row = dict(
+                    method=name,
                     p=p,
-                    time_s=t[f"{method} {p}"],
+                    time_s=tm,
+                    time_vs_naive=tm / base["time"],
+                    time_vs_plain=tm / plain_t,
                     saved_mb=b / 2**20,
-                    time_vs_naive=t[f"{method} {p}"] / naive_t,
-                    saved_vs_naive=b / naive_b,
-                    time_vs_plain=t[f"{method} {p}"] / t["plain"],
-                    # cost model: backward = 2 forwards; efficient = (1-p) fwd+bwd + p fwd
-                    model_time_vs_plain=1.0 if method == "naive" else (3 - 2 * p) / 3,
-                    kept_in_memory_probe=int(mask.sum()),
+                    saved_vs_naive=b / base["saved"],
+                    peak_rss_mb=rss,
+                    peak_rss_vs_naive=rss / base["rss"],
+                    kept=int(mask.sum()),
                 )
-            )
-    return dict(rows=rows)
+                if not bn and kw is not None:
+                    # ideal: a forward of every sample plus (1 - p) of the backward
+                    row["ideal_vs_plain"] = (fwd + (1 - p) * (plain_t - fwd)) / plain_t
+                rows.append(row)
+    return dict(rows=rows, forward_with_graph_s=fwd)
+
+
+def targets(res: dict) -> list[dict]:
+    """The issue's targets, checked against the no-BatchNorm rows of this run."""
+    rows = {(r["method"], r["p"]): r for r in res["speed"]["rows"]}
+    out = []
+    for p, key, limit, what in (
+        (0.9, "time_vs_naive", 0.45, "step time / naive"),
+        (0.9, "saved_vs_naive", 0.5, "saved activations / naive"),
+        (0.9, "peak_rss_vs_naive", 0.5, "peak RSS increase / naive"),
+        (0.99, "time_vs_naive", 0.4, "step time / naive"),
+    ):
+        r = rows.get(("efficient", p))
+        if r is None:
+            continue
+        out.append(dict(p=p, what=what, limit=limit, value=r[key], met=bool(r[key] <= limit)))
+    return out
 
 
 def bench_layer_overhead(args, task: Task) -> dict:
     """Spatial Backdrop layer (per-sample 8x8 lattice, p=0.5) after conv 1 vs no layer."""
     torch.manual_seed(args.seed)
     lattice = (min(8, args.size), min(8, args.size))
-    layer = Backdrop(0.5, (-2, -1), lattice, per_sample=True, generator=torch.Generator())
+    layer = Backdrop(0.5, dims=(-2, -1), lattice=lattice, generator=torch.Generator())
     with_mask = make_encoder(args.width, args.latent, mask=layer)
     without = make_encoder(args.width, args.latent, mask=nn.Identity())
     without.load_state_dict(with_mask.state_dict())
@@ -184,7 +317,7 @@ def bench_batchnorm(args, task: Task) -> dict:
             t0 = time.perf_counter()
             if name.startswith("naive"):
                 m = masks[1] if name == "naive_other_mask" else masks[0]
-                task.loss(apply_mask(base(task.x), m)).backward()
+                task.loss(apply_mask(base(task.x), m, dims=(0,))).backward()
             else:
                 z, _ = efficient_backdrop(base, task.x, mask=masks[0], batchnorm=name)
                 task.loss(z).backward()
@@ -216,31 +349,54 @@ def bench_batchnorm(args, task: Task) -> dict:
     return out
 
 
+def _fmt(v: float, spec: str) -> str:
+    return "n/a" if v != v else format(v, spec)  # NaN when the memory probe was skipped
+
+
 def to_markdown(res: dict) -> str:
     cfg = res["config"]
+    lb, la = res["load_average_before"][0], res["load_average_after"][0]
     lines = [
         "# Backdrop speed and memory",
         "",
         f"Command: `{res['command']}`  ",
-        f"Machine: {res['machine']}; torch {res['torch']}, {res['threads']} threads; load average"
-        f" (1 min) {res['load_average_before'][0]:.1f} before, {res['load_average_after'][0]:.1f}"
-        " after (other jobs share the cores).  ",
-        f"Encoder: 3-conv CNN, width {cfg['width']}, latent {cfg['latent']}, input "
-        f"{cfg['size']}x{cfg['size']}, batch {cfg['batch']}; loss: AUC rank loss over the batch. "
-        f"Times are medians of {cfg['repeats']} steps (forward + loss + backward), methods"
-        " interleaved. Cost model: a backward costs two forwards, so the efficient step costs"
-        " (3 - 2p)/3 of a plain one.",
+        f"Machine: {res['machine']}, {res['cpu_count']} CPU cores; torch {res['torch']},"
+        f" {res['threads']} torch thread(s); load average (1 min) {lb:.1f} before,"
+        f" {la:.1f} after"
+        + (" (other jobs shared the cores)." if max(lb, la) > 1.5 else ".")
+        + "  ",
+        f"Encoder: 3-conv CNN, width {cfg['width']}, latent {cfg['latent']}, input"
+        f" {cfg['size']}x{cfg['size']}, batch {cfg['batch']}; loss: AUC rank loss over the whole"
+        f" batch (non-decomposable). 'BN' rows: the same CNN with BatchNorm (train mode) after"
+        f" every conv. Step = forward + loss + backward; times are medians of {cfg['repeats']}"
+        " steps, all methods interleaved round-robin in one process.",
         "",
-        "| method | p | step time (s) | time / naive | time / plain | cost model / plain"
-        " | saved activations (MiB) | saved / naive |",
-        "|---|---|---|---|---|---|---|---|",
+        "Memory, two measures: *peak RSS* = peak resident set size (`VmHWM`, reset through"
+        " `/proc/self/clear_refs` after setup) of a fresh process running two steps of the method,"
+        " minus its RSS just before them (everything the"
+        " step holds at its peak: graph, temporaries, allocator); *saved activations* = bytes of"
+        " the distinct storages autograd saves for backward"
+        " (`torch.autograd.graph.saved_tensors_hooks`): the graph's activation memory."
+        " 'ideal' = (a forward of all samples + (1 - p) of a backward) / plain step, from the"
+        f" measured forward-with-graph time {res['speed']['forward_with_graph_s']:.3f} s.",
+        "",
+        "| method | p | kept | step time (s) | time / naive | time / plain | ideal / plain"
+        " | peak RSS (MiB) | peak RSS / naive | saved act. (MiB) | saved / naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["speed"]["rows"]:
         lines.append(
-            f"| {r['method']} | {r['p']} | {r['time_s']:.3f} | {r.get('time_vs_naive', 1):.2f} | "
-            f"{r.get('time_vs_plain', 1):.2f} | {r.get('model_time_vs_plain', 1):.2f} | "
-            f"{r['saved_mb']:.1f} | "
-            f"{r.get('saved_vs_naive', 1):.2f} |"
+            f"| {r['method']} | {r['p']} | {r['kept']} | {r['time_s']:.3f} |"
+            f" {r.get('time_vs_naive', float('nan')):.2f} | {r['time_vs_plain']:.2f} |"
+            f" {_fmt(r.get('ideal_vs_plain', float('nan')), '.2f')} |"
+            f" {_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(r.get('peak_rss_vs_naive', 1.0), '.2f')} |"
+            f" {r['saved_mb']:.1f} | {r.get('saved_vs_naive', 1.0):.2f} |".replace("nan", "-")
+        )
+    lines += ["", "Targets (issue 4, no-BatchNorm encoder, efficient vs naive):", ""]
+    for tg in res["targets"]:
+        lines.append(
+            f"* p = {tg['p']}: {tg['what']} = {_fmt(tg['value'], '.2f')} (target <= {tg['limit']}):"
+            f" {'met' if tg['met'] else 'NOT met'}"
         )
     lo = res["layer_overhead"]
     lines += [
@@ -280,12 +436,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--size", type=int, default=64, help="input side in pixels (default 64)")
     ap.add_argument("--width", type=int, default=32, help="conv width (default 32)")
     ap.add_argument("--latent", type=int, default=64, help="latent size (default 64)")
-    ap.add_argument("--ps", type=str, default="0.5,0.75,0.9", help="comma-separated drop probs")
+    ap.add_argument("--ps", type=str, default="0.5,0.9,0.99", help="comma-separated drop probs")
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per method (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--quick", action="store_true", help="batch 64, 32x32, 2 repeats")
+    ap.add_argument(
+        "--no-memory", dest="memory", action="store_false", help="skip the peak-RSS processes"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = ap.parse_args(argv)
     if args.quick:
@@ -298,7 +457,6 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     task = Task(args.latent, args.batch, args.size, args.seed)
-    encoder = make_encoder(args.width, args.latent)
     res = dict(
         command="python -m benchmarks.speed.backdrop " + " ".join(argv if argv else sys.argv[1:]),
         machine=f"{platform.machine()} {platform.processor() or ''} {platform.system()}".strip(),
@@ -317,7 +475,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
     )
     res["load_average_before"] = list(os.getloadavg())
-    res["speed"] = bench_speed(args, task, encoder)
+    res["speed"] = bench_speed(args, task)
+    res["targets"] = targets(res)
     res["layer_overhead"] = bench_layer_overhead(args, task)
     res["batchnorm"] = bench_batchnorm(args, task)
     res["load_average_after"] = list(os.getloadavg())
