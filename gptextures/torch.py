@@ -8,6 +8,7 @@ for ``Conv2d``) after the optional ``transform``, and ``target`` either the clas
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,11 @@ from . import labels as _labels
 from .spec import DatasetSpec
 
 TARGETS: tuple[str, ...] = ("label", "levels")
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_from_json(text: str) -> DatasetSpec:
+    return DatasetSpec.from_json(text)
 
 
 def _check_target(target: str) -> str:
@@ -71,7 +77,8 @@ class TextureDataset(Dataset):
 
     @property
     def spec(self) -> DatasetSpec:
-        return DatasetSpec.from_json(self._spec_json)
+        """The dataset's spec (read from the file)."""
+        return _spec_from_json(self._spec_json)
 
     @property
     def class_names(self) -> list[str]:

@@ -37,7 +37,7 @@ from .meta import (
 
 COMPRESSIONS: tuple[str | None, ...] = (None, "gzip", "lzf")
 _LABEL_CHUNK = 4096
-_CHUNK_CACHE_BYTES = 64 * 2**20
+_CHUNK_CACHE_BYTES = 16 * 2**20  # a few images: each is read once, whole
 
 
 def default_path(out_dir: str | os.PathLike[str], spec: DatasetSpec,
