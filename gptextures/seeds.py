@@ -61,7 +61,7 @@ def level_seed_sequence(seed: int | np.random.SeedSequence, level: int) -> np.ra
 
 
 def rng(seed: int | np.random.SeedSequence) -> np.random.Generator:
-    """A PCG64 generator for an int seed or a SeedSequence."""
+    """A SFC64 generator (fast, 256-bit state) for an int seed or a SeedSequence."""
     if not isinstance(seed, np.random.SeedSequence):
         seed = np.random.SeedSequence(check_seed(seed))
-    return np.random.Generator(np.random.PCG64(seed))
+    return np.random.Generator(np.random.SFC64(seed))
