@@ -12,10 +12,13 @@ For each preset it generates the train and test splits in memory, scores
   (deterministic, likewise run three times),
 
 and writes ``benchmarks/results/leaderboards/<preset>.json`` and ``.md`` (entries of other
-methods already in the file are kept). ``--oracle-check N`` also measures how close the oracle
-is to Bayes-optimal: its accuracy on N fresh images per class from the generator against its
-accuracy on N images per class drawn from exactly its model (levels not normalised one by one),
-written to ``benchmarks/results/oracle_check.json``.
+methods already in the file are kept).
+
+``--oracle-check N`` measures how close the oracle is to Bayes-optimal: its accuracy on N fresh
+images per class from the generator against its accuracy on N images per class drawn from
+exactly its model (levels not normalised one by one): ``results/oracle_check.json``.
+``--calibration N`` checks the oracle's calibration on images from its own model for several
+``min_snr``: ``results/oracle_calibration.json``.
 """
 
 from __future__ import annotations
@@ -137,18 +140,20 @@ def run_preset(name: str, *, bootstrap: int, threads: int) -> tuple[Leaderboard,
     return board, timing
 
 
-def _exact_model_image(texture, c: int, seed: int) -> np.ndarray:
+def _exact_model_image(texture, c: int, seed: int, noise: float = 0.0) -> np.ndarray:
     """An image drawn from exactly the oracle's model: unit-variance periodic fields (mean
     excluded, as the oracle's level spectra), weighted and summed without per-level
-    normalisation, then the image normalised once."""
+    normalisation, plus white noise of variance ``noise`` (relative to the unit expected signal
+    variance), then the image normalised once."""
     n = texture.size[0] * texture.size[1]
-    x = 0.0
+    total = np.sqrt(sum(lv.weight**2 for lv in texture.levels))
+    x = np.sqrt(noise) * np.random.default_rng(seed).normal(size=texture.size) if noise else 0.0
     for i, (lv, ell) in enumerate(zip(texture.levels, texture.length_scales(c))):
         f = sample_field(texture.size, ell, seed=seed * 16 + i).astype(np.float64)
         var_no_dc = 1.0 - grid_weights(texture.kernel, texture.size, ell)[0, 0] / n
-        x = x + lv.weight * f / np.sqrt(var_no_dc)
+        x = x + lv.weight / total * f / np.sqrt(var_no_dc)
     x = x - x.mean()
-    return (x / x.std()).astype(np.float32)
+    return (x / x.std()).astype(np.float32 if not noise else np.float64)
 
 
 def oracle_check(name: str, n_per_class: int, threads: int) -> dict:
@@ -169,7 +174,33 @@ def oracle_check(name: str, n_per_class: int, threads: int) -> dict:
         r = ev.evaluate(y_true=y, y_pred=scores, bootstrap=1000, seed=0)
         out[kind] = {"accuracy": r.accuracy, "level_accuracy": r.level_accuracy,
                      "log_loss": r.log_loss,
+                     # = accuracy in expectation when the posterior is exact (calibration)
+                     "mean_confidence": float(scores.max(axis=1).mean()),
                      "ci95": {k: list(v) for k, v in r.ci.items() if k.startswith("accuracy")}}
+    return out
+
+
+def calibration_check(name: str, n_per_class: int, threads: int) -> dict:
+    """Oracle accuracy and mean confidence on images from exactly its model, for several
+    ``min_snr`` thresholds, and with the floor as explicit white noise (every mode kept)."""
+    spec = presets.get(name)
+    t = spec.texture
+    y = np.arange(n_per_class * t.num_classes) % t.num_classes
+    seeds = 9 * 10**6 + np.arange(len(y))
+    clean = np.stack([_exact_model_image(t, int(c), int(s)) for c, s in zip(y, seeds)])
+    floor = 1e-6
+    noisy = [_exact_model_image(t, int(c), int(s), floor) for c, s in zip(y, seeds)]
+    runs = [("default floor, min_snr", snr, clean, {"min_snr": snr})
+            for snr in (1e2, 1e4, 1e6, 1e8, 1e10)]
+    runs.append(("white noise 1e-6 in the images, floor 1e-6, every mode", None,
+                 np.stack(noisy), {"noise_floor": floor, "min_snr": 0.0}))
+    out = {"preset": name, "images": int(len(y)), "runs": []}
+    for label, snr, images, kw in runs:
+        oracle = LikelihoodOracle(t, **kw)
+        p = oracle.predict_proba(images, threads=threads)
+        out["runs"].append({"setting": label, "min_snr": snr, "modes_dof": oracle.dof,
+                            "accuracy": float(np.mean(p.argmax(1) == y)),
+                            "mean_confidence": float(p.max(1).mean())})
     return out
 
 
@@ -181,10 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--oracle-check", type=int, default=0, metavar="N",
                     help="images per class for the oracle's Bayes-gap check (0: skip)")
+    ap.add_argument("--calibration", type=int, default=0, metavar="N",
+                    help="images per class for the oracle's calibration check on its own model"
+                         " vs min_snr (0: skip); writes results/oracle_calibration.json")
+    ap.add_argument("--skip-leaderboards", action="store_true",
+                    help="only run the requested checks")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     timings = {}
-    for name in args.preset or DEFAULT_PRESETS:
+    for name in [] if args.skip_leaderboards else (args.preset or DEFAULT_PRESETS):
         t0 = time.perf_counter()
         board, timing = run_preset(name, bootstrap=args.bootstrap, threads=args.threads)
         board.save(OUT / f"{name}.json")
@@ -202,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         path = OUT.parent / "oracle_check.json"
         path.write_text(json.dumps(check, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(check, indent=2))
+    if args.calibration:
+        cal = {"gptextures": __version__, "fft_backend": gfft.backend_name(),
+               "n_per_class": args.calibration,
+               "presets": [calibration_check(n, args.calibration, args.threads)
+                           for n in (args.preset or ["tiny"])]}
+        path = OUT.parent / "oracle_calibration.json"
+        path.write_text(json.dumps(cal, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(cal, indent=2))
     return 0
 
 

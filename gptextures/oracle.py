@@ -40,8 +40,8 @@ DEFAULT_NOISE_FLOOR = 2e-14
 #: Frequencies where no class's signal variance exceeds ``DEFAULT_MIN_SNR * floor`` are left out:
 #: below that the generator's float32 rounding (neither white nor modelled) misleads the likelihood.
 #: Chosen on fresh draws (not the test splits): with it the oracle is calibrated on images from
-#: its own model (tiny: accuracy 0.935, mean confidence 0.934 over 2000 images); with 1e2 it is
-#: not (0.851 vs 0.938). See docs/evaluation.md.
+#: its own model (tiny: accuracy 0.936, mean confidence 0.935 over 2000 images); with 1e2 it is
+#: not (0.869 vs 0.941). See docs/evaluation.md and benchmarks/results/oracle_calibration.json.
 DEFAULT_MIN_SNR = 1e8
 
 
