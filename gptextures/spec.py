@@ -1,4 +1,4 @@
-"""The data model: ``Level``, ``TextureSpec``, ``DatasetSpec`` (frozen, validated, JSON, fingerprint).
+"""The data model: ``Level``, ``TextureSpec``, ``DatasetSpec`` (validated, JSON, fingerprint).
 
 Sample order inside a split is interleaved: sample ``i`` has class ``i % num_classes``, so every
 prefix of a split is as balanced as it can be, and sample ``i``'s seed is
@@ -81,7 +81,8 @@ class Level:
                 " each class of a level needs a distinct scale"
             )
         object.__setattr__(self, "length_scales", scales)
-        object.__setattr__(self, "weight", _finite_positive(self.weight, f"levels[{self.name}].weight"))
+        weight = _finite_positive(self.weight, f"levels[{self.name}].weight")
+        object.__setattr__(self, "weight", weight)
 
     @property
     def num_classes(self) -> int:
@@ -297,7 +298,9 @@ class DatasetSpec:
 
     def check_split(self, split: str) -> str:
         if split not in self.splits:
-            raise ValueError(f"split: unknown split {split!r}; this dataset has {list(self.splits)}")
+            raise ValueError(
+                f"split: unknown split {split!r}; this dataset has {list(self.splits)}"
+            )
         return split
 
     def num_samples(self, split: str) -> int:
@@ -344,7 +347,8 @@ class DatasetSpec:
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+        """JSON in the field order of :meth:`to_dict` (split order is kept on a round trip)."""
+        return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetSpec:

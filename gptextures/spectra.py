@@ -87,7 +87,7 @@ def correlation(kernel: str, r: np.ndarray | float, length_scale: float) -> np.n
 
 @cache
 def _distance_where(kernel: str, tol: float) -> float:
-    """Distance in units of ``l`` beyond which ``k(r) <= tol`` (bisection on :func:`correlation`)."""
+    """Distance in units of ``l`` beyond which ``k(r) <= tol`` (bisection on ``correlation``)."""
     lo, hi = 0.0, 12.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)

@@ -105,7 +105,9 @@ def test_non_periodic_has_kernel_covariance_and_no_wraparound():
         dy = np.arange(-(h - 1), h)[:, None]
         dx = np.arange(-(w - r - 1), w - r)[None, :]
         count = (h - np.abs(dy)) * (w - r - np.abs(dx))
-        k = lambda ddx: textbook("squared_exponential", np.hypot(dy, ddx), ell)  # noqa: E731
+        def k(ddx, dy=dy):
+            return textbook("squared_exponential", np.hypot(dy, ddx), ell)
+
         var = np.sum(count * (k(dx) ** 2 + k(dx + r) * k(dx - r))) / (h * (w - r)) ** 2
         assert abs(est - textbook("squared_exponential", r, ell)) < 5 * math.sqrt(var / n)
     # Opposite edges are one pixel apart on a torus but h - 1 apart here: uncorrelated.

@@ -21,6 +21,7 @@ def test_json_round_trip_and_fingerprint():
         spec = presets.get(name)
         again = DatasetSpec.from_json(spec.to_json())
         assert again == spec and again.fingerprint == spec.fingerprint
+        assert list(again.splits) == list(spec.splits) and again.summary() == spec.summary()
         assert len(spec.fingerprint) == 64
     a = small_spec()
     assert small_spec(seed=8).fingerprint != a.fingerprint
