@@ -113,3 +113,18 @@ def test_leaderboard_errors(tmp_path, capsys):
     assert main(["leaderboard", "render", str(board), "--readme", str(readme)]) == 2
     assert "exactly once" in capsys.readouterr().err
     assert readme.read_text() == "no markers\n"
+
+
+def test_evaluate_against_a_written_dataset_file(preds, tmp_path, capsys):
+    path, scores = preds
+    out = tmp_path / "data"
+    assert main(["generate", "tiny", "--out", str(out), "--no-progress"]) == 0
+    files = sorted(out.glob("*.h5"))
+    assert len(files) == 1
+    capsys.readouterr()
+    assert Evaluator(files[0]).fingerprint == presets.get("tiny").fingerprint
+    assert main(["evaluate", "--dataset", str(files[0]), "--predictions", str(path),
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    ev = Evaluator("tiny")
+    assert res["accuracy"] == ev.evaluate(y_true=ev.true_labels(), y_pred=scores).accuracy
