@@ -314,7 +314,10 @@ class Leaderboard:
                 raise ValueError(f"{where}: missing field {k!r}")
         if not isinstance(data["entries"], list):
             raise ValueError(f"{where}.entries: expected a list, got {data['entries']!r}")
-        return cls(data["dataset"], data["level_names"], data["split"], data["entries"])
+        board = cls(data["dataset"], data["level_names"], data["split"])
+        for i, e in enumerate(data["entries"]):
+            board.add(e, where=f"{where}.entries[{i}]")
+        return board
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Leaderboard:
