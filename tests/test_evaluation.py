@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import confusion_matrix, log_loss
 
 from gptextures import DatasetSpec, Level, TextureSpec, labels, presets
 from gptextures.evaluation import (
@@ -16,6 +15,9 @@ from gptextures.evaluation import (
     read_submission,
     write_submission,
 )
+
+_metrics = pytest.importorskip("sklearn.metrics")  # the reference implementation (dev extra)
+confusion_matrix, log_loss = _metrics.confusion_matrix, _metrics.log_loss
 
 
 def _spec(depth: int) -> DatasetSpec:
