@@ -204,6 +204,54 @@ def calibration_check(name: str, n_per_class: int, threads: int) -> dict:
     return out
 
 
+def summary_tables() -> str:
+    """Markdown tables of the committed results (what docs/evaluation.md shows)."""
+    lines = ["| preset | chance | spectral baseline | likelihood oracle |", "|---|---|---|---|"]
+    for name in presets.names():
+        path = OUT / f"{name}.json"
+        if not path.exists():
+            continue
+        board = Leaderboard.load(path)
+        cells = {}
+        for e in board.entries:
+            if not e.get("reference"):
+                continue
+            a = e["aggregate"]
+            lv = ", ".join(f"{n} {100 * a['accuracy/' + n]['mean']:.1f}" for n in board.level_names)
+            lo, hi = e["ci"]["intervals"]["accuracy"]
+            sd = "" if e["deterministic"] else f" ± {100 * a['accuracy']['std']:.1f}"
+            cells[e["method"]] = (f"{100 * a['accuracy']['mean']:.1f}{sd} [{100 * lo:.0f},"
+                                  f" {100 * hi:.0f}] ({lv})")
+        count = board.entries[0]["count"] if board.entries else 0
+        lines.append(f"| {name} ({count} test images) | " + " | ".join(
+            cells.get(m, "–") for m in ("chance", "spectral baseline", "likelihood oracle"))
+            + " |")
+    check = OUT.parent / "oracle_check.json"
+    if check.exists():
+        lines += ["", "| preset | images | oracle on generator images |"
+                  " oracle on its own model's images |", "|---|---:|---|---|"]
+
+        def cell(x: dict) -> str:
+            lo, hi = x["ci95"]["accuracy"]
+            lv = ", ".join(f"{k} {100 * v:.1f}" for k, v in x["level_accuracy"].items())
+            return (f"{100 * x['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (levels: {lv};"
+                    f" mean confidence {100 * x['mean_confidence']:.1f})")
+
+        for p in json.loads(check.read_text(encoding="utf-8"))["presets"]:
+            lines.append(f"| {p['preset']} | {p['images']} | {cell(p['generator'])} |"
+                         f" {cell(p['exact_model'])} |")
+    cal = OUT.parent / "oracle_calibration.json"
+    if cal.exists():
+        lines += ["", "| preset | modes kept | accuracy | mean confidence |", "|---|---|---:|---:|"]
+        for p in json.loads(cal.read_text(encoding="utf-8"))["presets"]:
+            for r in p["runs"]:
+                kept = (f"signal > {r['min_snr']:.0e} x floor" if r["min_snr"] is not None
+                        else r["setting"])
+                lines.append(f"| {p['preset']} ({p['images']} images) | {kept} |"
+                             f" {100 * r['accuracy']:.1f} | {100 * r['mean_confidence']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.reference", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
                          " vs min_snr (0: skip); writes results/oracle_calibration.json")
     ap.add_argument("--skip-leaderboards", action="store_true",
                     help="only run the requested checks")
+    ap.add_argument("--summary", action="store_true",
+                    help="only print Markdown tables of the committed results and exit")
     args = ap.parse_args(argv)
+    if args.summary:
+        print(summary_tables(), end="")
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     timings = {}
     for name in [] if args.skip_leaderboards else (args.preset or DEFAULT_PRESETS):
