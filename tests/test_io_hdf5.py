@@ -250,7 +250,7 @@ def _hdf5_chunk(tmp_path, arr):
         return d.id.read_direct_chunk((0,) * 3)[1]
 
 
-@pytest.mark.parametrize("kind", ["normal", "zeros", "ones_bits", "tiny", "image"])
+@pytest.mark.parametrize("kind", ["normal", "zeros", "ones_bits", "tiny", "image", "blocks_tail"])
 def test_fletcher32_matches_hdf5(tmp_path, kind):
     rng = np.random.default_rng(3)
     arr = {
@@ -259,6 +259,7 @@ def test_fletcher32_matches_hdf5(tmp_path, kind):
         "ones_bits": np.full((32, 32), np.uint32(0xFFFFFFFF)).view(np.float32),
         "tiny": np.array([[1.5]], np.float32),
         "image": SPEC.sample("test", 3).image,
+        "blocks_tail": rng.standard_normal((33, 50)).astype(np.float32),  # 3 blocks + 228 words
     }[kind]
     ref = _hdf5_chunk(tmp_path, arr)
     assert h5io.encode_chunks(arr[None]).chunks[0] == ref
