@@ -49,23 +49,108 @@ def _channel_view(x: Tensor) -> tuple[list[int], list[int]]:
     return red, shape
 
 
-@contextmanager
-def _capture_batch_stats(bns: list[_BN], stats: _Stats) -> Iterator[None]:
-    """Record, per BatchNorm, the full-batch mean and biased variance of its input, ``(C,)`` each
-    (one fused reduction over the input; no copy of the dropped rows)."""
+def _recording_forward(bn: _BN, stats: _Stats):
+    """Train-mode BatchNorm forward for the no-grad pass that also records the batch mean and
+    biased variance ``(C,)``: one ``var_mean`` reduction, then the fused normalization with those
+    statistics, and the running statistics updated exactly as ``nn.BatchNorm`` does (momentum or
+    cumulative average, unbiased variance). Same passes over the input as the native forward, so
+    recording the statistics costs nothing extra."""
 
-    def hook(mod: _BN, args: tuple[Tensor, ...]) -> None:
-        x = args[0].detach()
+    def forward(x: Tensor) -> Tensor:
         red, _ = _channel_view(x)
-        var, mean = torch.var_mean(x, dim=red, correction=0)
-        stats[id(mod)] = (mean, var)
+        xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        var, mean = torch.var_mean(xs, dim=red, correction=0)
+        stats[id(bn)] = (mean, var)
+        if bn.track_running_stats and bn.running_mean is not None:
+            factor = bn.momentum
+            if bn.num_batches_tracked is not None:
+                bn.num_batches_tracked.add_(1)
+                if bn.momentum is None:
+                    factor = 1.0 / float(bn.num_batches_tracked)
+            n = x.numel() // x.shape[1]
+            bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+            unbiased = var * (n / max(n - 1, 1))
+            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+        stat_dtype = bn.weight.dtype if bn.weight is not None else x.dtype
+        return torch.nn.functional.batch_norm(
+            x, mean.to(stat_dtype), var.to(stat_dtype), bn.weight, bn.bias, False, 0.0, bn.eps
+        )
 
-    handles = [bn.register_forward_pre_hook(hook) for bn in bns]
+    return forward
+
+
+@contextmanager
+def _patched_forwards(bns: list[_BN], make) -> Iterator[None]:
+    """Temporarily replace each BatchNorm's forward by ``make(bn)``."""
     try:
+        for bn in bns:
+            bn.forward = make(bn)  # type: ignore[method-assign]
         yield
     finally:
-        for h in handles:
-            h.remove()
+        for bn in bns:
+            if "forward" in vars(bn):
+                del bn.forward
+
+
+class _MixedStatsBatchNorm(torch.autograd.Function):
+    """BatchNorm of the kept rows with the full-batch statistics' values and the kept subset's
+    statistics' gradient, in one fused forward (native ``batch_norm`` in eval form) and a
+    closed-form backward.
+
+    With ``s = sqrt(v_full + eps)``, ``xhat = (x - m_full) / s`` and ``g = dL/dy * weight``, the
+    derivative of ``(x - m) / sqrt(v + eps)`` where ``m``, ``v`` carry the gradient of the kept
+    rows' own mean ``m_k`` and biased variance (``dm/dx_i = 1/n``, ``dv/dx_i = 2 (x_i - m_k) / n``,
+    ``n`` elements per channel) is ``dx = (g - mean(g) - (x - m_k) / s * mean(g * xhat)) / s``:
+    the native BatchNorm backward centred at ``m_k`` plus one per-channel-scaled correction.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean_full, var_full, eps):  # type: ignore[override]
+        # statistics in the parameters' dtype: native batch_norm accepts a bfloat16/half input
+        # with float32 parameters and statistics (the autocast case)
+        stat_dtype = weight.dtype if weight is not None else x.dtype
+        mean_full = mean_full.to(stat_dtype)
+        var_full = var_full.to(stat_dtype)
+        ctx.save_for_backward(x, weight, mean_full, var_full)
+        ctx.eps = eps
+        return torch.nn.functional.batch_norm(
+            x, mean_full, var_full, weight, bias, training=False, eps=eps
+        )
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        # Native fused BatchNorm backward with the kept rows' own mean m_k as the centre and the
+        # full-batch 1/s as invstd, then the exact correction for centring xhat at m_full:
+        #   dx = dx_native - w (m_k - m_full) mean(dy) / s^3 * (x - m_k)
+        #   dw = dw_native + sum(dy) (m_k - m_full) / s        (db needs none)
+        x, weight, mean_full, var_full = ctx.saved_tensors
+        red, shape = _channel_view(x)
+        stat_dtype = mean_full.dtype
+        inv_s = torch.rsqrt(var_full + ctx.eps)
+        mean_k = x.mean(dim=red, dtype=stat_dtype)
+        d_x, d_w, d_b = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(),
+            x,
+            weight,
+            None,
+            None,
+            mean_k,
+            inv_s,
+            True,
+            ctx.eps,
+            [ctx.needs_input_grad[0], weight is not None, True],
+        )
+        shift = mean_k - mean_full
+        if d_x is not None:
+            n = x.numel() // x.shape[1]
+            w = weight if weight is not None else torch.ones_like(inv_s)
+            coef = -(w * shift * (d_b / n) * inv_s**3).view(shape)
+            d_x = torch.addcmul(d_x, x - mean_k.view(shape).to(x.dtype), coef.to(x.dtype))
+        if d_w is not None:
+            d_w = d_w + d_b * shift * inv_s
+        d_w = d_w if ctx.needs_input_grad[1] else None
+        d_b = d_b if ctx.needs_input_grad[2] else None
+        return d_x, d_w, d_b, None, None, None
 
 
 def _mixed_stats_forward(bn: _BN, mean_full: Tensor, var_full: Tensor):
@@ -74,31 +159,9 @@ def _mixed_stats_forward(bn: _BN, mean_full: Tensor, var_full: Tensor):
     ones in the statistics' backward, as if the batch were the kept subset)."""
 
     def forward(x: Tensor) -> Tensor:
-        red, shape = _channel_view(x)
-        var_k, mean_k = torch.var_mean(x, dim=red, correction=0)
-        mean = mean_k + (mean_full.to(mean_k.dtype) - mean_k).detach()  # value: full batch
-        var = var_k + (var_full.to(var_k.dtype) - var_k).detach()  # gradient: kept subset
-        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
-        if bn.weight is not None:
-            out = out * bn.weight.view(shape)
-        if bn.bias is not None:
-            out = out + bn.bias.view(shape)
-        return out
+        return _MixedStatsBatchNorm.apply(x, bn.weight, bn.bias, mean_full, var_full, bn.eps)
 
     return forward
-
-
-@contextmanager
-def _full_batch_stats(bns: list[_BN], stats: _Stats) -> Iterator[None]:
-    """Run each BatchNorm with :func:`_mixed_stats_forward`; running stats are not touched."""
-    try:
-        for bn in bns:
-            bn.forward = _mixed_stats_forward(bn, *stats[id(bn)])  # type: ignore[method-assign]
-        yield
-    finally:
-        for bn in bns:
-            if "forward" in vars(bn):
-                del bn.forward
 
 
 def _chunk_rows(chunk_size: ChunkSize, x: Tensor) -> int | None:
@@ -202,9 +265,10 @@ def efficient_backdrop(
         return encoder(x), mask
     if bns and batchnorm == "full":
         stats: _Stats = {}
-        with torch.no_grad(), _capture_batch_stats(bns, stats):
+        with torch.no_grad(), _patched_forwards(bns, lambda bn: _recording_forward(bn, stats)):
             full = encoder(x)
-        with _full_batch_stats(bns, stats):
+        mixed = _patched_forwards(bns, lambda bn: _mixed_stats_forward(bn, *stats[id(bn)]))
+        with mixed:
             kept = encoder(x[keep_idx])
         return _paste_kept(full, kept, keep_idx, scale), mask
 

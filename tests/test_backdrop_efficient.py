@@ -14,11 +14,11 @@ RTOL64 = 1e-11
 MASK = torch.tensor([1, 0, 0, 1, 0, 1, 1, 0, 0, 0], dtype=torch.bool)
 
 
-def _encoder(batchnorm: bool) -> nn.Module:
+def _encoder(batchnorm: bool, **bn_kwargs) -> nn.Module:
     torch.manual_seed(0)
     layers = [nn.Conv2d(1, 4, 3, padding=1)]
     if batchnorm:
-        layers.append(nn.BatchNorm2d(4))
+        layers.append(nn.BatchNorm2d(4, **bn_kwargs))
     layers += [nn.ReLU(), nn.Conv2d(4, 3, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     return nn.Sequential(*layers).double()
 
@@ -65,24 +65,30 @@ def test_input_gradient_only_reaches_kept_samples_with_eq1_scale():
     torch.testing.assert_close(xr.grad[MASK], xn.grad[MASK] * scale, rtol=RTOL64, atol=1e-15)
 
 
-def test_batchnorm_full_mode_keeps_forward_and_running_stats_of_a_plain_step():
+BN_VARIANTS = [{}, {"momentum": None, "affine": False}]
+
+
+@pytest.mark.parametrize("bn_kwargs", BN_VARIANTS)
+def test_batchnorm_full_mode_keeps_forward_and_running_stats_of_a_plain_step(bn_kwargs):
     x, y = _data()
-    plain, eff = _encoder(True), _encoder(True)
-    z_plain = plain(x)
-    z_eff, _ = efficient_backdrop(eff, x, mask=MASK, batchnorm="full")
-    torch.testing.assert_close(z_eff, z_plain, rtol=RTOL64, atol=1e-15)
+    plain, eff = _encoder(True, **bn_kwargs), _encoder(True, **bn_kwargs)
+    for step in range(2):  # momentum=None: cumulative average over steps
+        z_plain = plain(x + step)
+        z_eff, _ = efficient_backdrop(eff, x + step, mask=MASK, batchnorm="full")
+        torch.testing.assert_close(z_eff, z_plain, rtol=RTOL64, atol=1e-15)
     bn_p, bn_e = plain[1], eff[1]
     torch.testing.assert_close(bn_e.running_mean, bn_p.running_mean, rtol=RTOL64, atol=1e-15)
     torch.testing.assert_close(bn_e.running_var, bn_p.running_var, rtol=RTOL64, atol=1e-15)
-    assert int(bn_e.num_batches_tracked) == int(bn_p.num_batches_tracked) == 1
-    assert bn_e.training  # restored
+    assert int(bn_e.num_batches_tracked) == int(bn_p.num_batches_tracked) == 2
+    assert bn_e.training and "forward" not in vars(bn_e)  # restored
 
 
-def test_batchnorm_full_mode_gradient_definition():
+@pytest.mark.parametrize("bn_kwargs", BN_VARIANTS)
+def test_batchnorm_full_mode_gradient_definition(bn_kwargs):
     """'full' = naive masked gradient of a BatchNorm whose statistics have the full-batch values
     but the gradient of the kept samples' own statistics."""
     x, y = _data()
-    ref, eff = _encoder(True), _encoder(True)
+    ref, eff = _encoder(True, **bn_kwargs), _encoder(True, **bn_kwargs)
     conv, bn, rest = ref[0], ref[1], ref[2:]
     h = conv(x)
     var_k, mean_k = torch.var_mean(h[MASK], dim=(0, 2, 3), correction=0)
@@ -90,7 +96,9 @@ def test_batchnorm_full_mode_gradient_definition():
     mean = mean_k + (mean_f - mean_k).detach()
     var = var_k + (var_f - var_k).detach()
     c = (1, -1, 1, 1)
-    hn = (h - mean.view(c)) / torch.sqrt(var.view(c) + bn.eps) * bn.weight.view(c) + bn.bias.view(c)
+    hn = (h - mean.view(c)) / torch.sqrt(var.view(c) + bn.eps)
+    if bn.affine:
+        hn = hn * bn.weight.view(c) + bn.bias.view(c)
     _loss(apply_mask(rest(hn), MASK, dims=(0,)), y).backward()
     z, _ = efficient_backdrop(eff, x, mask=MASK, batchnorm="full")
     _loss(z, y).backward()
@@ -167,9 +175,86 @@ def test_module_wrapper_train_eval_and_reproducibility():
         (dict(mask=torch.zeros(10, dtype=torch.bool)), ValueError, "at least one"),
         (dict(p=1.2), ValueError, r"p must be in \[0, 1\).*p=1.2"),
         (dict(p=1.0), ValueError, r"p must be in \[0, 1\).*p=1.0"),
+        (dict(p=-0.5), ValueError, r"p must be in \[0, 1\).*p=-0.5"),
+        (dict(chunk_size=0), ValueError, r"chunk_size must be an int >= 1.*got 0"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
     x, _ = _data()
     with pytest.raises(exc, match=match):
         efficient_backdrop(_encoder(False), x, **kwargs)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 32, "auto"])
+def test_chunked_no_grad_pass_gives_the_same_latents_and_gradient(chunk_size):
+    x, y = _data()
+    ref, eff = _encoder(False), _encoder(False)
+    z_ref = apply_mask(ref(x), MASK, dims=(0,))
+    _loss(z_ref, y).backward()
+    z, _ = efficient_backdrop(eff, x, mask=MASK, chunk_size=chunk_size)
+    torch.testing.assert_close(z, z_ref, rtol=RTOL64, atol=1e-15)
+    _loss(z, y).backward()
+    for ge, gr in zip(_grads(eff), _grads(ref), strict=True):
+        torch.testing.assert_close(ge, gr, rtol=RTOL64, atol=1e-15)
+
+
+def test_bfloat16_autocast_on_cpu():
+    """Under CPU autocast the latents keep the autocast dtype and values, and the gradient
+    reaches the kept rows only, scaled by B / |b|_1 (compared in bfloat16's precision)."""
+    x, _ = _data()
+    x = x.float()
+    enc = _encoder(False).float()
+    g = torch.randn(10, 3, generator=torch.Generator().manual_seed(5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z_plain = enc(x)
+        z, _ = efficient_backdrop(enc, x, mask=MASK)
+    assert z.dtype == z_plain.dtype == torch.bfloat16
+    # same bf16 ops on the same rows; conv kernels may sum in another order per batch size:
+    # allow a few bf16 ulps (eps = 2^-7 relative) of the latents' scale
+    eps_bf16 = torch.finfo(torch.bfloat16).eps
+    scale_z = float(z_plain.detach().abs().max())
+    torch.testing.assert_close(z.float(), z_plain.float(), rtol=0, atol=4 * eps_bf16 * scale_z)
+    (gw,) = torch.autograd.grad(z, enc[0].weight, g.to(z.dtype))
+    enc_ref = _encoder(False).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z_ref = apply_mask(enc_ref(x), MASK, dims=(0,))
+    (gw_ref,) = torch.autograd.grad(z_ref, enc_ref[0].weight, g.to(z_ref.dtype))
+    # gradients are accumulated in float32 from bf16 products: a few bf16 ulps of their scale
+    atol = 8 * eps_bf16 * float(gw_ref.abs().max())
+    torch.testing.assert_close(gw, gw_ref, rtol=0, atol=atol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    x, y = _data()
+    cpu, gpu = _encoder(False), _encoder(False).cuda()
+    _loss(efficient_backdrop(cpu, x, mask=MASK)[0], y).backward()
+    z, mask = efficient_backdrop(gpu, x.cuda(), mask=MASK.cuda())
+    assert z.device.type == "cuda" and mask.device.type == "cuda"
+    _loss(z, y.cuda()).backward()
+    for gg, gc in zip(_grads(gpu), _grads(cpu), strict=True):
+        torch.testing.assert_close(gg.cpu(), gc, rtol=1e-9, atol=1e-12)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    _, m = efficient_backdrop(gpu, x.cuda(), 0.5, generator=gen)
+    assert m.device.type == "cuda" and m.any()
+
+
+def test_batchnorm_full_mode_under_bfloat16_autocast():
+    """The patched BatchNorm forwards accept autocast's bfloat16 activations with float32
+    parameters: latents as in the plain autocast forward, running stats as in a plain step."""
+    x, y = _data()
+    x = x.float()
+    plain, eff = _encoder(True).float(), _encoder(True).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z_plain = plain(x)
+        z, _ = efficient_backdrop(eff, x, mask=MASK, batchnorm="full")
+    assert z.dtype == z_plain.dtype == torch.bfloat16
+    eps_bf16 = torch.finfo(torch.bfloat16).eps
+    scale_z = float(z_plain.detach().abs().max())
+    torch.testing.assert_close(z.float(), z_plain.float(), rtol=0, atol=4 * eps_bf16 * scale_z)
+    # statistics of bfloat16 activations: equal up to a few bf16 ulps of their scale
+    for name in ("running_mean", "running_var"):
+        a, b = getattr(eff[1], name), getattr(plain[1], name)
+        torch.testing.assert_close(a, b, rtol=0, atol=4 * eps_bf16 * float(b.abs().max()))
+    _loss(z.float(), y).backward()
+    assert all(torch.isfinite(p.grad).all() for p in eff.parameters())

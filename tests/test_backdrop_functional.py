@@ -286,3 +286,18 @@ def test_scale_gradient_with_per_sample_scale():
     g = torch.randn(3, 4)
     y.backward(g)
     assert torch.equal(x.grad, g * s)  # multiplications by 2, 0 and 0.5 are exact in float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_generator_and_device():
+    x = torch.randn(3, 2, 8, 8, device="cuda", requires_grad=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    y, mask = backdrop(x, 0.5, dims=(-2, -1), lattice=(4, 4), generator=gen, return_mask=True)
+    assert mask.device.type == "cuda" and mask.shape == (3, 4, 4)
+    y.sum().backward()
+    w = expand_mask(mask_weights(mask, per_sample=True), x.shape, (-2, -1), (4, 4), per_sample=True)
+    torch.testing.assert_close(x.grad, w.expand_as(x), rtol=RTOL, atol=0.0)
+    again = backdrop(
+        x, 0.5, dims=(-2, -1), lattice=(4, 4), generator=gen.manual_seed(0), return_mask=True
+    )[1]
+    assert torch.equal(again, mask)
