@@ -12,18 +12,7 @@ import numpy as np
 import pytest
 
 from gptextures import fields, sample_field, spectra
-from tests.test_spectra import textbook
-
-
-def periodised(kernel, shape, ell):
-    h, w = shape
-    dy = np.arange(h)[:, None]
-    dx = np.arange(w)[None, :]
-    out = np.zeros(shape)
-    for my in (-2, -1, 0, 1):
-        for mx in (-2, -1, 0, 1):
-            out += textbook(kernel, np.hypot(dy + my * h, dx + mx * w), ell)
-    return out
+from tests.test_spectra import periodised, textbook
 
 
 def draw_many(shape, ell, n, kernel="squared_exponential", periodic=True, seed0=0):

@@ -20,6 +20,18 @@ def textbook(kernel, r, ell):
     return (1 + s + s**2 / 3) * np.exp(-s)
 
 
+def periodised(kernel, shape, ell):
+    """The textbook kernel at every integer lag of an H x W torus, wrapped: sum_m k(r + m N)."""
+    h, w = shape
+    dy = np.arange(h)[:, None]
+    dx = np.arange(w)[None, :]
+    out = np.zeros(shape)
+    for my in (-2, -1, 0, 1):
+        for mx in (-2, -1, 0, 1):
+            out += textbook(kernel, np.hypot(dy + my * h, dx + mx * w), ell)
+    return out
+
+
 @pytest.mark.parametrize("kernel", spectra.KERNELS)
 def test_spectral_density_integrates_to_unit_variance(kernel):
     # int S(f) d^2f = 2 pi int S(f) f df = k(0) = 1
@@ -41,14 +53,8 @@ def test_grid_weights_give_exact_periodised_kernel(kernel, shape, ell):
     # The inverse DFT of the aliased weights is the kernel sampled at integer lags, wrapped
     # over the torus: sum_m k(r + m N). Deterministic, so the tolerance is float64 round-off
     # plus the truncated Matern alias tail.
-    h, w = shape
     kp = np.fft.irfft2(spectra.grid_weights(kernel, shape, ell), s=shape)
-    dy = np.arange(h)[:, None]
-    dx = np.arange(w)[None, :]
-    expect = np.zeros(shape)
-    for my in (-2, -1, 0, 1):
-        for mx in (-2, -1, 0, 1):
-            expect += textbook(kernel, np.hypot(dy + my * h, dx + mx * w), ell)
+    expect = periodised(kernel, shape, ell)
     tol = 1e-12 if kernel == "squared_exponential" else 2e-5
     assert np.abs(kp - expect).max() < tol
 
