@@ -55,7 +55,8 @@ def test_auc_rank_loss_gradient_by_hand():
 @pytest.mark.parametrize(
     "targets,match",
     [
-        (torch.ones(5, dtype=torch.long), "both classes.*5 positives and 0 negatives"),
+        (torch.ones(5, dtype=torch.long), "targets must contain both classes.*5 positives and 0"),
+        (torch.zeros(5, dtype=torch.bool), "targets must contain both classes.*0 positives and 5"),
         (torch.tensor([0, 1, 2, 0, 1]), "binary"),
         (torch.tensor([0, 1, 0]), "one entry per row"),
     ],
