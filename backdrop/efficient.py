@@ -2,22 +2,26 @@
 
 The naive masking layer (``backdrop(h, p, dims=(0,))``) still builds the graph for every sample
 and multiplies the dropped gradients by zero. Here the encoder runs with a graph only on the kept
-samples; the dropped samples' latents are computed under ``torch.no_grad()``. The assembled
-latents have the same values as ``encoder(x)`` (the loss is evaluated on all samples), and the
-parameter gradient is Eq. 2: ``N / |b|_1 * sum_{n kept} grad_theta h_n . grad_{h_n} f(h)``.
+samples; the dropped samples' latents are computed under ``torch.no_grad()``, in cache-sized
+chunks (nothing has to be kept for a backward), and written into a preallocated latent tensor
+into which the kept latents are pasted. The assembled latents have the values of ``encoder(x)``
+(the loss is evaluated on all samples), and the parameter gradient is Eq. 2:
+``N / |b|_1 * sum_{n kept} grad_theta h_n . grad_{h_n} f(h)``.
 
 For an encoder without cross-sample layers this equals the naive masked gradient for the same
 mask. BatchNorm in train mode couples the samples; see ``batchnorm`` in
 :func:`efficient_backdrop` and docs/backdrop.md for what differs and by how much.
 
-The split/assemble helpers work on index sets of dim 0; a spatial-lattice variant would replace
-them by crops of the kept cells (plus receptive-field margins) and paste kept latents into the
-no-grad map in the same way.
+The three steps (mask over index sets, no-grad pass writing into an output, paste of the
+graph-carrying kept part with the Eq. 1 scale) are separate helpers so that a spatial-lattice
+variant can replace the index sets of dim 0 by kept lattice cells: no-grad map of the whole
+image, graph pass on crops around the kept cells (plus the receptive-field margin), paste of the
+kept cells' features into the no-grad map.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -49,7 +53,7 @@ def _channel_view(x: Tensor) -> tuple[list[int], list[int]]:
     return red, shape
 
 
-def _recording_forward(bn: _BN, stats: _Stats):
+def _recording_forward(bn: _BN, stats: _Stats) -> Callable[[Tensor], Tensor]:
     """Train-mode BatchNorm forward for the no-grad pass that also records the batch mean and
     biased variance ``(C,)``: one ``var_mean`` reduction, then the fused normalization with those
     statistics, and the running statistics updated exactly as ``nn.BatchNorm`` does (momentum or
@@ -80,7 +84,9 @@ def _recording_forward(bn: _BN, stats: _Stats):
 
 
 @contextmanager
-def _patched_forwards(bns: list[_BN], make) -> Iterator[None]:
+def _patched_forwards(
+    bns: list[_BN], make: Callable[[_BN], Callable[[Tensor], Tensor]]
+) -> Iterator[None]:
     """Temporarily replace each BatchNorm's forward by ``make(bn)``."""
     try:
         for bn in bns:
@@ -105,7 +111,16 @@ class _MixedStatsBatchNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean_full, var_full, eps):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean_full: Tensor,
+        var_full: Tensor,
+        eps: float,
+    ) -> Tensor:
+        """``x`` ``(K, C, ...)`` kept rows; statistics ``(C,)``; returns ``(K, C, ...)``."""
         # statistics in the parameters' dtype: native batch_norm accepts a bfloat16/half input
         # with float32 parameters and statistics (the autocast case)
         stat_dtype = weight.dtype if weight is not None else x.dtype
@@ -118,7 +133,7 @@ class _MixedStatsBatchNorm(torch.autograd.Function):
         )
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         # Native fused BatchNorm backward with the kept rows' own mean m_k as the centre and the
         # full-batch 1/s as invstd, then the exact correction for centring xhat at m_full:
         #   dx = dx_native - w (m_k - m_full) mean(dy) / s^3 * (x - m_k)
@@ -153,7 +168,9 @@ class _MixedStatsBatchNorm(torch.autograd.Function):
         return d_x, d_w, d_b, None, None, None
 
 
-def _mixed_stats_forward(bn: _BN, mean_full: Tensor, var_full: Tensor):
+def _mixed_stats_forward(
+    bn: _BN, mean_full: Tensor, var_full: Tensor
+) -> Callable[[Tensor], Tensor]:
     """Forward for the kept rows: the values of the full-batch mean and biased variance, with the
     gradient of the kept rows' own mean and variance (the kept rows stand in for the dropped
     ones in the statistics' backward, as if the batch were the kept subset)."""
