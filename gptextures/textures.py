@@ -15,6 +15,7 @@ seed ``(seed, level)``; each field is normalised per sample to mean 0 and standa
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,6 +36,15 @@ def _torus(spec: TextureSpec) -> tuple[int, int]:
 def _plans(spec: TextureSpec, class_index: int) -> list[FieldPlan]:
     torus = _torus(spec)
     return [field_plan(spec.kernel, torus, ell) for ell in spec.length_scales(class_index)]
+
+
+@lru_cache(maxsize=64)
+def _band_columns(spec: TextureSpec) -> int:
+    """Spectrum columns every class of a texture fits in: one FFT plan (and cache) per texture."""
+    torus = _torus(spec)
+    return 1 + max(
+        field_plan(spec.kernel, torus, ell).rx for lv in spec.levels for ell in lv.length_scales
+    )
 
 
 def carrier_level(spec: TextureSpec) -> int:
@@ -102,7 +112,7 @@ def _render_sum_fourier(spec: TextureSpec, plans: list[FieldPlan], seed: int, th
     ry = max(p.ry for p in plans)
     nb = max(p.n_bottom for p in plans)
     rx = max(p.rx for p in plans)
-    spectrum = _fft.zeros_columns(h, rx + 1, backend)
+    spectrum = _fft.zeros_columns(h, _band_columns(spec), backend)
     for i, (lv, plan) in enumerate(zip(spec.levels, plans)):
         top, bottom = plan.coefficients(_level_rng(seed, i))
         top[0, 0] = 0.0  # per-sample mean removal
