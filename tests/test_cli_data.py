@@ -251,3 +251,15 @@ def test_killed_run_resumes_byte_identical(tmp_path):
                  "--no-progress"]) == 0
     assert_same_file(out / "killme.h5", clean / "killme.h5")
     assert h5io.verify(out / "killme.h5", samples=4).ok
+
+
+def test_output_piped_into_a_closed_reader_is_not_an_error():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        f"{sys.executable} -m gptextures info golkar2018 | head -n 1",
+        shell=True, capture_output=True, text=True, check=False,
+    )
+    assert proc.stdout.startswith("golkar2018")
+    assert "Traceback" not in proc.stderr
