@@ -6,6 +6,10 @@ FFT backend), ``complete`` and the shard; one group per split holds ``images (n,
 ``seed (n,) int64``, with attributes ``start``/``stop`` (the split's global index range held by
 this file) and ``written`` (how many rows are valid).
 
+Every dataset is created at its final length and the label, level and seed columns are written
+completely when the file is created (they follow from the spec); writing then only adds image
+chunks in index order and moves ``written``. Rows at or past ``written`` are not valid.
+
 A writer works on ``<path>.partial`` and renames it to ``<path>`` only once every split is full
 and ``complete`` is set, so a file at ``<path>`` is always complete; an interrupted run resumes
 from the ``written`` counters of the partial file.
@@ -13,9 +17,12 @@ from the ``written`` counters of the partial file.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,19 +141,127 @@ def encode_chunks(images: np.ndarray) -> EncodedChunks:
     return EncodedChunks(tuple(out))
 
 
+# ---- GIL-free chunk writes ------------------------------------------------------------------
+# h5py holds the GIL for the whole of ``write_direct_chunk`` (~1 ms per 4 MiB chunk), so a
+# writer thread would stop rendering for as long. Calling HDF5's own ``H5Dwrite_chunk`` (what
+# h5py calls) through ctypes releases the GIL during the call. It must be the very libhdf5
+# that h5py loaded (h5py's identifiers are only valid there): it is found in /proc/self/maps
+# and checked to share h5py's identifier table. Each call holds ``h5py._objects.phil``, h5py's
+# global lock (a private h5py API), so no other HDF5 call runs concurrently: the HDF5 bundled
+# with h5py is not thread-safe. Anything unexpected (not Linux, no unique ``libhdf5*.so`` in
+# the process, an HDF5 built otherwise, a missing symbol) falls back to h5py's
+# ``write_direct_chunk``, which writes the same bytes while holding the GIL.
+
+#: Private switch: ``False`` forces h5py's ``write_direct_chunk`` (tests compare both paths).
+_GIL_FREE = True
+_HDF5_LIB_NAME = re.compile(r"^libhdf5(?:-[0-9a-f]+)?\.so(?:\.\d+)*$")
+_resolved: list[Callable[..., int] | None] = []  # [] until resolved once; then [fn or None]
+
+
+def _find_libhdf5() -> str | None:
+    """Path of the one ``libhdf5`` shared library mapped into this process (h5py's), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    with open("/proc/self/maps") as fh:
+        paths = {line.split(None, 5)[-1].strip() for line in fh if "libhdf5" in line}
+    found = sorted(q for q in paths if q.startswith("/") and
+                   _HDF5_LIB_NAME.match(os.path.basename(q)))
+    if len(found) > 1:  # several copies loaded (another package bundles one): take h5py's own
+        root = os.path.dirname(os.path.dirname(os.path.realpath(h5py.__file__)))
+        found = [q for q in found if os.path.realpath(q).startswith(root + os.sep)
+                 and "h5py" in q]
+    return found[0] if len(found) == 1 else None
+
+
+def _resolve_h5dwrite_chunk() -> Callable[..., int] | None:
+    """``H5Dwrite_chunk`` of h5py's libhdf5 through ctypes (GIL released), or None."""
+    try:
+        from h5py._objects import phil
+
+        path = _find_libhdf5()
+        if path is None:
+            return None
+        lib = ctypes.CDLL(path, use_errno=True)  # already loaded: the same instance as h5py's
+        version = (ctypes.c_uint(), ctypes.c_uint(), ctypes.c_uint())
+        lib.H5get_libversion.restype = ctypes.c_int
+        if lib.H5get_libversion(*(ctypes.byref(v) for v in version)) < 0:
+            return None
+        if tuple(v.value for v in version) != tuple(h5py.version.hdf5_version_tuple[:3]):
+            return None
+        # The same identifier table as h5py: a reference taken here shows in h5py's count.
+        for name in ("H5Iinc_ref", "H5Idec_ref"):
+            getattr(lib, name).argtypes = [ctypes.c_int64]
+            getattr(lib, name).restype = ctypes.c_int
+        plist = h5py.h5p.create(h5py.h5p.DATASET_XFER)
+        with phil:
+            before = h5py.h5i.get_ref(plist)
+            if lib.H5Iinc_ref(plist.id) < 0:
+                return None
+            same = h5py.h5i.get_ref(plist) == before + 1
+            lib.H5Idec_ref(plist.id)
+        if not same:
+            return None
+        fn = lib.H5Dwrite_chunk
+        # herr_t H5Dwrite_chunk(hid_t dset_id, hid_t dxpl_id, uint32_t filters,
+        #                       const hsize_t *offset, size_t data_size, const void *buf)
+        fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_uint32,
+                       ctypes.POINTER(ctypes.c_uint64), ctypes.c_size_t, ctypes.c_void_p]
+        fn.restype = ctypes.c_int
+        return fn
+    except Exception:  # noqa: BLE001 - any surprise: use h5py's own call
+        return None
+
+
+def _h5dwrite_chunk() -> Callable[..., int] | None:
+    if not _resolved:
+        _resolved.append(_resolve_h5dwrite_chunk())
+    return _resolved[0]
+
+
+def gil_free_writes() -> bool:
+    """Whether chunk writes release the GIL (ctypes ``H5Dwrite_chunk``; see above)."""
+    return _GIL_FREE and _h5dwrite_chunk() is not None
+
+
+def _write_chunk(ds: h5py.Dataset, row: int, chunk: bytes | np.ndarray) -> None:
+    """Store ``chunk`` (the bytes HDF5 keeps: data + fletcher32, no other filter) as the chunk
+    of row ``row`` of a dataset with one row per chunk; GIL-free when possible."""
+    fn = _h5dwrite_chunk() if _GIL_FREE else None
+    offset = (row,) + (0,) * (ds.ndim - 1)
+    if fn is None:
+        ds.id.write_direct_chunk(offset, chunk, 0)
+        return
+    from h5py._objects import phil
+
+    buf = np.frombuffer(chunk, dtype=np.uint8)  # no copy; keeps the buffer alive
+    off = (ctypes.c_uint64 * ds.ndim)(*offset)
+    with phil:  # no other HDF5 call meanwhile; ctypes releases the GIL for the call
+        rc = fn(ds.id.id, 0, 0, off, buf.nbytes, buf.ctypes.data)  # 0: H5P_DEFAULT
+    if rc < 0:  # write the same bytes again through h5py: raises with HDF5's error stack
+        ds.id.write_direct_chunk(offset, chunk, 0)
+
+
 class HDF5Writer:
     """Append-only writer of one HDF5 file (or one shard of it), resumable.
 
     Use :meth:`open`; then :meth:`write` blocks of consecutive samples in index order per split,
     and :meth:`finish`. Any exception leaves ``<path>.partial`` with every block written before
     it intact, and a later :meth:`open` of the same spec resumes after the last block.
+
+    Datasets have their final length from the start, and the label, level and seed columns
+    are written when the file is created; :meth:`write` adds image chunks and then moves the
+    split's ``written`` counter, so the file's bytes do not depend on how samples are grouped
+    into blocks. One thread at a time may use a writer (any thread).
     """
 
-    def __init__(self, path: Path, spec: DatasetSpec, h5: h5py.File, resumed: dict[str, int]):
+    def __init__(self, path: Path, spec: DatasetSpec, h5: h5py.File, resumed: dict[str, int],
+                 columns: Mapping[str, tuple[np.ndarray, np.ndarray]]):
         self.path = path
         self.spec = spec
         self._h5 = h5
         self.resumed = resumed
+        self._columns = dict(columns)  # split -> (labels, seeds) of the file's rows
+        self._buf: np.ndarray | None = None  # one encoded chunk, reused
 
     # ---- opening ----------------------------------------------------------------------
     @classmethod
@@ -195,31 +310,37 @@ class HDF5Writer:
                 old.close()
         if partial.exists():
             partial.unlink()
-        return cls(path, spec, _create_file(partial, spec, ranges, shard, compression),
-                   {s: 0 for s in splits})
+        h5, columns = _create_file(partial, spec, ranges, shard, compression)
+        return cls(path, spec, h5, {s: 0 for s in splits}, columns)
 
     @classmethod
     def _rebuild(cls, path: Path, spec: DatasetSpec, old: h5py.File, counts: dict[str, int],
                  ranges: Mapping[str, tuple[int, int]], shard: tuple[int, int],
                  compression: str | None) -> HDF5Writer:
-        """Resume: copy the rows an interrupted run wrote into a fresh file, in the order an
-        uninterrupted run writes them, so that the finished file is byte-identical to one
-        written in a single session. Stored bytes are copied, not regenerated; a row whose
-        checksum fails (or any later row) is dropped and generated again."""
+        """Resume: copy the image rows an interrupted run wrote into a fresh file, in the order
+        an uninterrupted run writes them, so that the finished file is byte-identical to one
+        written in a single session. Stored chunks are copied, not regenerated; a row whose
+        checksum fails (or any later row) is dropped and generated again. Labels and seeds
+        come from the spec, as in any new file."""
         partial = partial_path(path)
         tmp = Path(str(partial) + ".rebuild")
-        writer = cls(path, spec, _create_file(tmp, spec, ranges, shard, compression), {})
+        h5, columns = _create_file(tmp, spec, ranges, shard, compression)
+        writer = cls(path, spec, h5, {}, columns)
         try:
             for s in ranges:
                 g = old[s]
                 lo = int(g.attrs["start"])
+                labels, seeds = columns[s]
                 good = 0
-                for i in range(counts[s]):
-                    row = _read_row(g, spec, i)
-                    if row is None:
+                while good < counts[s]:
+                    rows = _read_rows(g, good, min(counts[s], good + _COPY_ROWS))
+                    if rows is not None:
+                        k = len(rows)
+                        writer.write(s, lo + good, rows, labels[good:good + k],
+                                     seeds[good:good + k])
+                        good += k
+                    if rows is None or k < _COPY_ROWS:
                         break
-                    writer.write(s, lo + i, *row)
-                    good = i + 1
                 writer.resumed[s] = good
         except BaseException:
             writer.close()
@@ -254,12 +375,18 @@ class HDF5Writer:
     # ---- writing ----------------------------------------------------------------------
     def write(self, split: str, start: int, images: np.ndarray | EncodedChunks,
               labels: np.ndarray, seeds: np.ndarray) -> None:
-        """Append samples ``start .. start + len(images) - 1`` of ``split``.
+        """Write samples ``start .. start + len(images) - 1`` of ``split`` (the next ones).
+
+        The image chunks go to the file, which is flushed, then the split's ``written``
+        counter moves and is flushed: the counter never covers data that is not in the file.
 
         Args:
             images: float32 ``(k, H, W)``, or :class:`EncodedChunks` (uncompressed files only).
-            labels: int ``(k,)`` class indices.
-            seeds: int ``(k,)`` per-sample seeds.
+            labels: int ``(k,)`` class indices; must be those the file holds (the spec's).
+            seeds: int ``(k,)`` per-sample seeds; must be those the file holds (the spec's).
+        Raises:
+            ValueError: out of order, out of range, wrong shape or dtype, or labels/seeds that
+                are not the spec's for these indices.
         """
         g = self._group(split)
         lo, hi = self.range(split)
@@ -274,9 +401,11 @@ class HDF5Writer:
                 f"images: {k} rows from {start} overflow this file's range [{lo}, {hi})"
             )
         h, wd = self.spec.texture.size
+        ds = g["images"]
+        compressed = ds.compression is not None
         encoded = isinstance(images, EncodedChunks)
         if encoded:
-            if g["images"].compression is not None:
+            if compressed:
                 raise ValueError("images: encoded chunks need an uncompressed file")
             bad = [len(c) for c in images.chunks if len(c) != h * wd * 4 + 4]
             if bad:
@@ -289,32 +418,38 @@ class HDF5Writer:
                     f"images: expected float32 ({k}, {h}, {wd}), got {images.dtype}"
                     f" {images.shape}"
                 )
-        labels = np.asarray(labels, dtype=np.int64)
-        seeds = np.asarray(seeds, dtype=np.int64)
-        levels = _labels.decode_array(labels, self.spec.texture.radices)
-        if not encoded and g["images"].compression is None:
-            images = encode_chunks(images)  # the same bytes whoever computes the checksum
-            encoded = True
-        names = self.spec.texture.level_names
-        columns = [g["images"], g["label"], g["seed"], *(g["levels"][n] for n in names)]
-        # One image at a time, whatever the block size: the file's bytes do not depend on how
-        # samples were grouped (workers, shards, resumes).
+        want_labels, want_seeds = self._columns[split]
+        for name, given, want in (("labels", labels, want_labels[w:w + k]),
+                                  ("seeds", seeds, want_seeds[w:w + k])):
+            given = np.asarray(given)
+            if given.shape != (k,) or not np.array_equal(given, want):
+                raise ValueError(
+                    f"{name}: samples {start}..{start + k - 1} of split {split!r} have {name}"
+                    f" {want.tolist()[:8]}{'...' if k > 8 else ''} (from the spec), got"
+                    f" {given.tolist()[:8] if given.ndim == 1 else given.shape}"
+                )
         for j in range(k):
-            i = w + j
-            for ds in columns:
-                if ds.shape[0] < i + 1:
-                    ds.resize(i + 1, axis=0)
             if encoded:
-                g["images"].id.write_direct_chunk((i, 0, 0), images.chunks[j], 0)
+                _write_chunk(ds, w + j, images.chunks[j])
+            elif compressed:
+                ds[w + j] = images[j]  # the file has no chunk cache: written now, in order
             else:
-                g["images"][i] = images[j]
-            g["label"][i] = labels[j]
-            g["seed"][i] = seeds[j]
-            for d, name in enumerate(names):
-                g["levels"][name][i] = levels[j, d]
-            self._h5.flush()  # data and sizes reach the file before the counter moves
-            g.attrs["written"] = i + 1
-            self._h5.flush()
+                _write_chunk(ds, w + j, self._encode(images[j]))
+        self._h5.flush()  # the data reach the file before the counter moves
+        g.attrs.modify("written", w + k)  # in place: no object-header churn
+        self._h5.flush()
+
+    def _encode(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as its stored chunk (little-endian float32 + fletcher32) in a reused
+        buffer; numpy releases the GIL for the copy and most of the checksum."""
+        n = image.size * 4
+        if self._buf is None or self._buf.size != n + 4:
+            self._buf = np.empty(n + 4, dtype=np.uint8)
+        buf = self._buf
+        data = buf[:n].view("<f4").reshape(image.shape)
+        np.copyto(data, image)
+        buf[n:] = np.frombuffer(fletcher32(buf[:n]).to_bytes(4, "little"), dtype=np.uint8)
+        return buf
 
     def finish(self) -> Path:
         """Check every split is full, mark the file complete and rename it to its final path."""
@@ -344,31 +479,64 @@ class HDF5Writer:
 
 
 def _create_file(p: Path, spec: DatasetSpec, ranges: Mapping[str, tuple[int, int]],
-                 shard: tuple[int, int], compression: str | None) -> h5py.File:
-    h5 = h5py.File(p, "w", track_order=True)
+                 shard: tuple[int, int], compression: str | None
+                 ) -> tuple[h5py.File, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Create a file with its whole layout and columns; returns it and split -> (labels, seeds).
+
+    No chunk cache: a chunk is written to the file when it is written, not when a flush or an
+    eviction happens, so where chunks land does not depend on when the writer flushes.
+    """
+    h5 = h5py.File(p, "w", track_order=True, rdcc_nbytes=0)
     try:
-        _create_layout(h5, spec, ranges, shard, compression)
+        columns = _create_layout(h5, spec, ranges, shard, compression)
         h5.flush()
     except BaseException:
         h5.close()
         p.unlink(missing_ok=True)
         raise
-    return h5
+    return h5, columns
 
 
-def _read_row(g: h5py.Group, spec: DatasetSpec, i: int) -> tuple[Any, ...] | None:
-    """Row ``i`` of a split group as ``write`` arguments; ``None`` when it fails its checksum."""
+_COPY_ROWS = 16  # rows per block when a resume copies a partial file
+
+
+def _read_rows(g: h5py.Group, a: int, b: int) -> EncodedChunks | np.ndarray | None:
+    """Image rows ``a:b`` of a split group as :meth:`HDF5Writer.write` takes them, stopping
+    before the first row that fails its checksum; ``None`` when row ``a`` does."""
+    ds = g["images"]
     try:
-        if g["images"].compression is None:
-            _, chunk = g["images"].id.read_direct_chunk((i, 0, 0))
+        if ds.compression is not None:
+            out = []
+            for i in range(a, b):
+                try:
+                    out.append(ds[i])
+                except (OSError, ValueError):
+                    break
+            return np.stack(out) if out else None
+        chunks = []
+        for i in range(a, b):
+            try:
+                _, chunk = ds.id.read_direct_chunk((i, 0, 0))
+            except (OSError, ValueError):
+                break
             if fletcher32(chunk[:-4]) != int.from_bytes(chunk[-4:], "little"):
-                return None
-            images: Any = EncodedChunks((bytes(chunk),))
-        else:
-            images = g["images"][i:i + 1]
-        return images, g["label"][i:i + 1], g["seed"][i:i + 1]
+                break
+            chunks.append(bytes(chunk))
+        return EncodedChunks(tuple(chunks)) if chunks else None
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _spec_columns(spec: DatasetSpec, split: str, lo: int, hi: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the spec assigns to samples ``lo..hi-1`` of ``split``: class indices ``(k,)``,
+    per-level labels ``(k, depth)`` and seeds ``(k,)``, all int64 (``DatasetSpec.label_of``,
+    ``labels.decode_array`` and ``DatasetSpec.seed_of``)."""
+    labels = np.arange(lo, hi, dtype=np.int64) % spec.num_classes  # = spec.label_of(split, i)
+    levels = _labels.decode_array(labels, spec.texture.radices)
+    seeds = np.fromiter((spec.seed_of(split, i) for i in range(lo, hi)), dtype=np.int64,
+                        count=hi - lo)
+    return labels, levels, seeds
 
 
 def _try_open_partial(partial: Path) -> h5py.File | None:
@@ -415,7 +583,8 @@ def _check_resumable(h5: h5py.File, spec: DatasetSpec, layout: dict[str, Any],
 
 
 def _create_layout(h5: h5py.File, spec: DatasetSpec, ranges: Mapping[str, tuple[int, int]],
-                   shard: tuple[int, int], compression: str | None) -> None:
+                   shard: tuple[int, int], compression: str | None
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for k, v in provenance(spec).items():
         h5.attrs[k] = v
     h5.attrs["complete"] = False
@@ -432,23 +601,34 @@ def _create_layout(h5: h5py.File, spec: DatasetSpec, ranges: Mapping[str, tuple[
         comp = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     elif compression == "lzf":
         comp = {"compression": "lzf", "shuffle": True}
+    columns = {}
     for s, (lo, hi) in ranges.items():
         g = h5.create_group(s, track_order=True)
         g.attrs["start"] = lo
         g.attrs["stop"] = hi
         g.attrs["num_samples"] = hi - lo
         g.attrs["written"] = 0
-        g.create_dataset("images", shape=(0, h, w), maxshape=(None, h, w), dtype=np.float32,
+        n = hi - lo
+        g.create_dataset("images", shape=(n, h, w), maxshape=(None, h, w), dtype=np.float32,
                          chunks=(1, h, w), fletcher32=True, track_times=False, **comp)
-        n = max(1, hi - lo)
-        lab_chunk = (min(_LABEL_CHUNK, n),)
-        for name in ("label", "seed"):
-            g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int64,
-                             chunks=lab_chunk, fletcher32=True, track_times=False)
+        labels, levels, seeds = _spec_columns(spec, s, lo, hi)
+        columns[s] = (labels, seeds)
+        _column(g, "label", labels)
+        _column(g, "seed", seeds)
         lv = g.create_group("levels", track_order=True)
-        for name in spec.texture.level_names:
-            lv.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int64,
-                              chunks=lab_chunk, fletcher32=True, track_times=False)
+        for d, name in enumerate(spec.texture.level_names):
+            _column(lv, name, levels[:, d])
+    return columns
+
+
+def _column(parent: h5py.Group, name: str, data: np.ndarray) -> None:
+    """A complete int64 ``(n,)`` column (resizable, chunked, fletcher32)."""
+    n = len(data)
+    d = parent.create_dataset(name, shape=(n,), maxshape=(None,), dtype=np.int64,
+                              chunks=(min(_LABEL_CHUNK, max(1, n)),), fletcher32=True,
+                              track_times=False)
+    if n:
+        d[:] = data
 
 
 # ---- reading ------------------------------------------------------------------------------
@@ -660,16 +840,13 @@ def _verify_split(ds: HDF5Dataset, s: str, spec: DatasetSpec, rng: np.random.Gen
     except CorruptDataError as exc:
         report.problems.append(str(exc))
         return
-    idx = np.arange(lo, lo + n)
-    want_lab = idx % spec.num_classes
+    want_lab, want_lev, want_seed = _spec_columns(spec, s, lo, lo + n)
     for i in np.flatnonzero(lab != want_lab)[:10]:
         report.problems.append(f"split {s!r}, index {lo + i}: label {lab[i]}, expected "
                                f"{want_lab[i]}")
-    want_lev = _labels.decode_array(want_lab, spec.texture.radices)
     for i in np.flatnonzero((lev != want_lev).any(axis=1))[:10]:
         report.problems.append(f"split {s!r}, index {lo + i}: level labels {lev[i].tolist()}, "
                                f"expected {want_lev[i].tolist()}")
-    want_seed = np.array([spec.seed_of(s, int(i)) for i in idx], dtype=np.int64)
     for i in np.flatnonzero(sd != want_seed)[:10]:
         report.problems.append(f"split {s!r}, index {lo + i}: seed {sd[i]}, expected "
                                f"{want_seed[i]}")
@@ -771,7 +948,9 @@ def content_digest(path: str | os.PathLike[str]) -> str:
     """sha256 over every attribute and dataset of a file in a canonical order.
 
     Two files with the same digest hold the same bytes in every dataset and attribute, whatever
-    the order of their internal HDF5 allocations (which differ after a resume).
+    the order of their internal HDF5 allocations. In a split's datasets only the first
+    ``written`` rows count (the valid ones; all of them in a complete file), hashed as if the
+    dataset had that length.
     """
     import hashlib
 
@@ -783,8 +962,12 @@ def content_digest(path: str | os.PathLike[str]) -> str:
             h.update(k.encode())
             h.update(repr(obj.attrs[k]).encode())
         if isinstance(obj, h5py.Dataset):
-            h.update(str(obj.dtype).encode() + str(obj.shape).encode())
-            for i in range(obj.shape[0] if obj.shape else 0):
+            shape = obj.shape
+            top = f[name.split("/")[0]]
+            if shape and isinstance(top, h5py.Group) and "written" in top.attrs:
+                shape = (min(shape[0], int(top.attrs["written"])), *shape[1:])
+            h.update(str(obj.dtype).encode() + str(shape).encode())
+            for i in range(shape[0] if shape else 0):
                 h.update(np.ascontiguousarray(obj[i]).tobytes())
 
     with h5py.File(path, "r") as f:
