@@ -5,17 +5,29 @@ spectrum (``rx ~ 140`` of 513 at 1024 px for the paper's textures), so the inver
 done in two 1-D stages: complex inverse FFTs down the ``rx + 1`` non-zero columns only, then
 complex-to-real FFTs along every row. That is ~0.6x the work of a full 2-D inverse FFT.
 
-pyFFTW plans use ``FFTW_ESTIMATE`` (no timing-based planning, so the same input gives the same
-bytes in every run and for any thread count) and are cached per (shape, columns, threads) in each
-calling thread. Choose a backend with ``GPTEXTURES_FFT`` (``pyfftw``, ``scipy`` or ``numpy``);
-the default is pyFFTW when importable, else scipy. Different backends round differently, so
-:func:`backend_name` is recorded in every file written.
+pyFFTW plans are deterministic, so the same input gives the same bytes in every run:
+
+- Each stage is split into fixed parts (2 column groups and 2 row blocks, chosen from the
+  shape alone) with one single-threaded plan each. ``threads`` only decides how many parts
+  run at once, so the bytes never depend on it.
+- Plans come from the FFTW wisdom shipped in ``gptextures/fftw_wisdom.txt`` (made once with
+  ``FFTW_PATIENT`` for the presets' shapes: ``python -m gptextures.wisdom``) when it applies to
+  this FFTW build and CPU, else from ``FFTW_ESTIMATE``. Never from timing at run time
+  (``FFTW_MEASURE`` may pick different algorithms in different runs).
+
+Choose a backend with ``GPTEXTURES_FFT`` (``pyfftw``, ``scipy`` or ``numpy``); the default is
+pyFFTW when importable, else scipy. ``GPTEXTURES_FFT_WISDOM=0`` ignores the shipped wisdom.
+Backends and plans round differently, so :func:`backend_name` (which names the wisdom in use) is
+recorded in every file written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +42,12 @@ except ImportError:  # pragma: no cover
     _HAVE_PYFFTW = False
 
 _local = threading.local()
+
+WISDOM_PATH = Path(__file__).with_name("fftw_wisdom.txt")
+_PATIENT = ("FFTW_PATIENT", "FFTW_WISDOM_ONLY")  # plan from shipped wisdom, or fail
+_ESTIMATE = ("FFTW_ESTIMATE",)
+_wisdom_lock = threading.Lock()
+_wisdom_state: dict[str, str | None] = {}
 
 
 def available_backends() -> tuple[str, ...]:
@@ -56,11 +74,35 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def wisdom_id() -> str | None:
+    """Short hash of the shipped FFTW wisdom if it is in use here, else ``None``.
+
+    The wisdom is imported once per process, before the first plan. It is not used when
+    ``GPTEXTURES_FFT_WISDOM=0``, when pyFFTW is missing, or when FFTW rejects it (another FFTW
+    build or a CPU without the SIMD codelets it names).
+    """
+    if not _HAVE_PYFFTW or os.environ.get("GPTEXTURES_FFT_WISDOM", "1") == "0":
+        return None
+    with _wisdom_lock:
+        if "id" not in _wisdom_state:
+            _wisdom_state["id"] = None
+            try:
+                data = WISDOM_PATH.read_bytes()
+            except OSError:
+                data = b""
+            if data and pyfftw.import_wisdom((b"", data, b""))[1]:
+                _wisdom_state["id"] = hashlib.sha256(data).hexdigest()[:8]
+        return _wisdom_state["id"]
+
+
 def backend_name(backend: str | None = None) -> str:
-    """Name and version of a backend, e.g. ``'pyfftw-0.15.1/FFTW_ESTIMATE'``."""
+    """Name, version and planning of a backend, e.g. ``'pyfftw-0.15.1/FFTW_ESTIMATE'`` or
+    ``'pyfftw-0.15.1/FFTW_ESTIMATE+wisdom-1a2b3c4d'`` (shapes the wisdom covers use it)."""
     backend = check_backend(backend) if backend else default_backend()
     if backend == "pyfftw":
-        return f"pyfftw-{pyfftw.__version__}/FFTW_ESTIMATE"
+        wid = wisdom_id()
+        suffix = f"+wisdom-{wid}" if wid else ""
+        return f"pyfftw-{pyfftw.__version__}/FFTW_ESTIMATE{suffix}"
     if backend == "scipy":
         import scipy
 
@@ -68,49 +110,142 @@ def backend_name(backend: str | None = None) -> str:
     return f"numpy-{np.__version__}"
 
 
-def zeros_columns(height: int, ncols: int, backend: str | None = None) -> np.ndarray:
-    """A zeroed complex64 ``(H, ncols)`` block of low spectrum columns (aligned for pyFFTW)."""
+def spectrum_buffer(shape: tuple[int, int], ncols: int, backend: str | None = None
+                    ) -> np.ndarray:
+    """A zeroed complex64 ``(H, ncols)`` input block for :func:`irfft2` of ``shape``.
+
+    With pyFFTW this is the calling thread's reusable, aligned plan input (passing it back to
+    :func:`irfft2` saves a copy); it is valid until the next call for the same shape and
+    ``ncols`` in this thread. Other backends get a new array.
+    """
     backend = check_backend(backend) if backend else default_backend()
     if backend == "pyfftw":
-        return pyfftw.zeros_aligned((height, ncols), dtype=np.complex64)
-    return np.zeros((height, ncols), dtype=np.complex64)
+        buf = _pyfftw_plans(tuple(shape), ncols).cols_in
+        buf.fill(0)
+        return buf
+    return np.zeros((shape[0], ncols), dtype=np.complex64)
+
+
+def _parts(n: int, k: int, align: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into at most ``k`` parts whose starts are multiples of ``align``."""
+    size = -(-n // k)
+    size = -(-size // align) * align
+    if size >= n:
+        return [(0, n)]
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+_MAX_PARTS = 2  # parts per stage: up to 2 threads help one image (workers scale further)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_MAX_PARTS - 1, thread_name_prefix="gptextures-fft")
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child (e.g. a multiprocessing worker) has none of the parent's threads."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 class _PyfftwPlans:
-    """The two 1-D stages for one (shape, ncols, threads), with their work buffers."""
+    """The two 1-D stages for one (shape, ncols), split into fixed parts, with work buffers.
 
-    def __init__(self, shape: tuple[int, int], ncols: int, threads: int) -> None:
+    Column groups are 4-column (32-byte) aligned and row blocks 8-row aligned, so every part
+    starts on a SIMD boundary. ``planner`` is ``"wisdom"`` (shipped wisdom only, raises
+    ``RuntimeError`` where it has none), ``"estimate"``, or an FFTW flag used to make wisdom.
+    """
+
+    def __init__(self, shape: tuple[int, int], ncols: int, planner: str = "wisdom") -> None:
         h, w = shape
-        flags = ("FFTW_ESTIMATE", "FFTW_DESTROY_INPUT")
+        # Input-preserving plans: the zero columns ncols.. of the row stage's input stay zero,
+        # so nothing is re-zeroed per call (and preserving plans measured faster here).
+        flags = {"wisdom": _PATIENT, "estimate": _ESTIMATE}.get(planner, (planner,))
+        self.shape, self.ncols = shape, ncols
         self.cols_in = pyfftw.empty_aligned((h, ncols), dtype=np.complex64)
         self.rows_in = pyfftw.zeros_aligned((h, w // 2 + 1), dtype=np.complex64)
-        self.cols = pyfftw.FFTW(
-            self.cols_in, self.rows_in[:, :ncols], axes=(0,), direction="FFTW_BACKWARD",
-            flags=flags, threads=threads,
-        )
-        self.out_template = pyfftw.empty_aligned((h, w), dtype=np.float32)
-        self.rows = pyfftw.FFTW(
-            self.rows_in, self.out_template, axes=(1,), direction="FFTW_BACKWARD",
-            flags=flags, threads=threads,
-        )
-        self.ncols = ncols
+        out = pyfftw.empty_aligned((h, w), dtype=np.float32)
+        self.col_parts = _parts(ncols, _MAX_PARTS, 4) if h * ncols >= 2**14 else [(0, ncols)]
+        self.row_parts = _parts(h, _MAX_PARTS, 8) if h * w >= 2**16 else [(0, h)]
+        self.cols = [
+            pyfftw.FFTW(self.cols_in[:, a:b], self.rows_in[:, a:b], axes=(0,),
+                        direction="FFTW_BACKWARD", flags=flags, threads=1)
+            for a, b in self.col_parts
+        ]
+        self.rows = [
+            pyfftw.FFTW(self.rows_in[a:b], out[a:b], axes=(1,), direction="FFTW_BACKWARD",
+                        flags=flags, threads=1)
+            for a, b in self.row_parts
+        ]
 
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        self.cols(block, self.rows_in[:, : self.ncols], normalise_idft=True)
-        self.rows_in[:, self.ncols :] = 0  # the row stage destroys its input
-        out = pyfftw.empty_aligned(self.out_template.shape, dtype=np.float32)
-        self.rows(self.rows_in, out, normalise_idft=True)
+    def _col(self, j: int) -> None:
+        self.cols[j].execute()
+
+    def _row(self, j: int, out: np.ndarray) -> None:
+        a, b = self.row_parts[j]
+        self.rows[j].update_arrays(self.rows_in[a:b], out[a:b])
+        self.rows[j].execute()
+
+    def __call__(self, threads: int) -> np.ndarray:
+        """Unnormalised inverse transform of ``cols_in`` (a new float32 array)."""
+        out = pyfftw.empty_aligned((self.shape[0], self.shape[1]), dtype=np.float32)
+        if threads == 1:
+            for j in range(len(self.cols)):
+                self._col(j)
+            for j in range(len(self.rows)):
+                self._row(j, out)
+            return out
+        _run_parallel(self._col, [(j,) for j in range(len(self.cols))], threads)
+        _run_parallel(self._row, [(j, out) for j in range(len(self.rows))], threads)
         return out
 
 
-def _pyfftw_plans(shape: tuple[int, int], ncols: int, threads: int) -> _PyfftwPlans:
+def _run_parallel(fn, args: list[tuple], threads: int) -> None:
+    """Run ``fn(*a)`` for every ``a``: this thread takes every ``threads``-th part, pool threads
+    the rest (pyFFTW releases the GIL while executing)."""
+    k = min(threads, len(args))
+    if k <= 1:
+        for a in args:
+            fn(*a)
+        return
+
+    def lane(i: int) -> None:
+        for a in args[i::k]:
+            fn(*a)
+
+    futures = [_thread_pool().submit(lane, i) for i in range(1, k)]
+    lane(0)
+    for f in futures:
+        f.result()
+
+
+def _pyfftw_plans(shape: tuple[int, int], ncols: int) -> _PyfftwPlans:
+    """This thread's plans for (shape, ncols): from the shipped wisdom where it covers them."""
     plans = getattr(_local, "plans", None)
     if plans is None:
         plans = _local.plans = {}
-    key = (shape, ncols, threads)
+    key = (shape, ncols)
     plan = plans.get(key)
     if plan is None:
-        plan = plans[key] = _PyfftwPlans(shape, ncols, threads)
+        plan = None
+        if wisdom_id() is not None:
+            try:
+                plan = _PyfftwPlans(shape, ncols, "wisdom")
+            except RuntimeError:  # no wisdom for these problems
+                plan = None
+        if plan is None:
+            plan = _PyfftwPlans(shape, ncols, "estimate")
+        plans[key] = plan
     return plan
 
 
@@ -120,15 +255,18 @@ def irfft2(
     *,
     threads: int = 1,
     backend: str | None = None,
+    normalise: bool = True,
 ) -> np.ndarray:
-    """Inverse real 2-D DFT (numpy's ``1 / (H W)`` normalisation) of a band-limited spectrum.
+    """Inverse real 2-D DFT of a band-limited spectrum.
 
     Args:
         block: complex64 ``(H, ncols)``, columns ``kx = 0..ncols-1`` of the real-FFT half
             spectrum (``ncols <= W // 2 + 1``); the higher columns are zero. May be overwritten.
         shape: output ``(H, W)``.
-        threads: FFT threads (>= 1).
+        threads: FFT threads (>= 1); the bytes do not depend on it.
         backend: one of :data:`BACKENDS`, default :func:`default_backend`.
+        normalise: ``True``: numpy's ``1 / (H W)`` normalisation. ``False``: no normalisation
+            (``H W`` times larger), for callers that fold the factor into their own scaling.
     Returns:
         float32 ``(H, W)``, a new array.
     """
@@ -141,21 +279,27 @@ def irfft2(
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads: must be an int >= 1, got {threads!r}")
     backend = check_backend(backend) if backend else default_backend()
+    scale = np.float32(1.0 / (h * w)) if normalise else None
     if backend == "pyfftw":
-        plans = _pyfftw_plans((h, w), ncols, threads)
-        if block.dtype != np.complex64 or not pyfftw.is_byte_aligned(
-            block, plans.cols.input_alignment
-        ):
+        plans = _pyfftw_plans((h, w), ncols)
+        if block is plans.cols_in:
+            if scale is not None:
+                block *= scale
+        elif scale is not None:
+            np.multiply(block, scale, out=plans.cols_in)
+        else:
             plans.cols_in[...] = block
-            block = plans.cols_in
-        return plans(block)
+        return plans(threads)
+    norm = "backward" if normalise else "forward"
     if backend == "scipy":
         import scipy.fft as sfft
 
-        cols = sfft.ifft(block.astype(np.complex64, copy=False), axis=0, workers=threads)
+        cols = sfft.ifft(block.astype(np.complex64, copy=False), axis=0, workers=threads,
+                         norm=norm)
         full = np.zeros((h, w // 2 + 1), dtype=np.complex64)
         full[:, :ncols] = cols
-        return sfft.irfft(full, n=w, axis=1, workers=threads).astype(np.float32, copy=False)
+        return sfft.irfft(full, n=w, axis=1, workers=threads, norm=norm).astype(
+            np.float32, copy=False)
     full = np.zeros((h, w // 2 + 1), dtype=np.complex128)
-    full[:, :ncols] = np.fft.ifft(block, axis=0)
-    return np.fft.irfft(full, n=w, axis=1).astype(np.float32)
+    full[:, :ncols] = np.fft.ifft(block, axis=0, norm=norm)
+    return np.fft.irfft(full, n=w, axis=1, norm=norm).astype(np.float32)

@@ -132,10 +132,12 @@ def half_spectrum_power(top: np.ndarray, bottom: np.ndarray, nyquist_col: int | 
     for block in (top, bottom):
         if block.size == 0:
             continue
-        p = block.real.astype(np.float64) ** 2 + block.imag.astype(np.float64) ** 2
-        s = 2.0 * p.sum() - p[:, 0].sum()
+        x = block.view(np.float32).astype(np.float64)  # (rows, 2 cols): re, im interleaved
+        x *= x
+        col = x.sum(axis=0)  # power per real/imaginary column
+        s = 2.0 * col.sum() - col[0] - col[1]
         if nyquist_col:
-            s -= p[:, nyquist_col].sum()
+            s -= col[2 * nyquist_col] + col[2 * nyquist_col + 1]
         total += s
     return total - float(abs(complex(top[0, 0])) ** 2)
 
@@ -201,10 +203,11 @@ def sample_field(
 def draw_field(plan: FieldPlan, rng: np.random.Generator, crop: tuple[int, int], *,
                threads: int = 1, backend: str | None = None) -> np.ndarray:
     """Draw a field from a plan and return its top-left ``crop`` (float32, C-contiguous)."""
-    spectrum = _fft.zeros_columns(plan.shape[0], plan.rx + 1, backend)
+    h, w = plan.shape
+    spectrum = _fft.spectrum_buffer(plan.shape, plan.rx + 1, backend)
     top, bottom = plan.coefficients(rng)
-    plan.place(spectrum, top, bottom)
-    out = _fft.irfft2(spectrum, plan.shape, threads=threads, backend=backend)
+    plan.place(spectrum, top, bottom, 1.0 / (h * w))  # the inverse FFT's normalisation
+    out = _fft.irfft2(spectrum, plan.shape, threads=threads, backend=backend, normalise=False)
     if crop != plan.shape:
         out = np.ascontiguousarray(out[: crop[0], : crop[1]])
     return out

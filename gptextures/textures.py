@@ -33,9 +33,10 @@ def _torus(spec: TextureSpec) -> tuple[int, int]:
     return torus_shape(spec.size, spectra.padding(spec.kernel, longest))
 
 
-def _plans(spec: TextureSpec, class_index: int) -> list[FieldPlan]:
+@lru_cache(maxsize=256)
+def _plans(spec: TextureSpec, class_index: int) -> tuple[FieldPlan, ...]:
     torus = _torus(spec)
-    return [field_plan(spec.kernel, torus, ell) for ell in spec.length_scales(class_index)]
+    return tuple(field_plan(spec.kernel, torus, ell) for ell in spec.length_scales(class_index))
 
 
 @lru_cache(maxsize=64)
@@ -106,13 +107,13 @@ def render_components(
     return {lv.name: f.astype(np.float32) for lv, f in zip(texture_spec.levels, fields)}
 
 
-def _render_sum_fourier(spec: TextureSpec, plans: list[FieldPlan], seed: int, threads: int,
+def _render_sum_fourier(spec: TextureSpec, plans: tuple[FieldPlan, ...], seed: int, threads: int,
                         backend: str | None) -> np.ndarray:
     h, w = spec.size
     ry = max(p.ry for p in plans)
     nb = max(p.n_bottom for p in plans)
     rx = max(p.rx for p in plans)
-    spectrum = _fft.zeros_columns(h, _band_columns(spec), backend)
+    spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend)
     for i, (lv, plan) in enumerate(zip(spec.levels, plans)):
         top, bottom = plan.coefficients(_level_rng(seed, i))
         top[0, 0] = 0.0  # per-sample mean removal
@@ -122,14 +123,15 @@ def _render_sum_fourier(spec: TextureSpec, plans: list[FieldPlan], seed: int, th
     top = spectrum[: ry + 1, : rx + 1]
     bottom = spectrum[h - nb :, : rx + 1]
     nyquist = rx if (w % 2 == 0 and rx == w // 2) else None
-    std = math.sqrt(half_spectrum_power(top, bottom, nyquist)) / (h * w)
-    top *= np.float32(1.0 / std)
+    # Unit standard deviation, with the inverse FFT's 1 / (H W) folded in.
+    scale = np.float32(1.0 / math.sqrt(half_spectrum_power(top, bottom, nyquist)))
+    top *= scale
     if nb:
-        bottom *= np.float32(1.0 / std)
-    return _fft.irfft2(spectrum, (h, w), threads=threads, backend=backend)
+        bottom *= scale
+    return _fft.irfft2(spectrum, (h, w), threads=threads, backend=backend, normalise=False)
 
 
-def _normalised_fields(spec: TextureSpec, plans: list[FieldPlan], seed: int, threads: int,
+def _normalised_fields(spec: TextureSpec, plans: tuple[FieldPlan, ...], seed: int, threads: int,
                        backend: str | None) -> list[np.ndarray]:
     fields = []
     for i, plan in enumerate(plans):

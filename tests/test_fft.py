@@ -1,5 +1,10 @@
 """FFT backends: the band-limited two-stage inverse FFT equals a full inverse real FFT."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -42,3 +47,89 @@ def test_backend_selection_and_errors(monkeypatch):
         fft.irfft2(np.zeros((8, 5), np.complex64), (8, 8), threads=0, backend="numpy")
     with pytest.raises(ValueError, match="block: expected shape"):
         fft.irfft2(np.zeros((8, 6), np.complex64), (8, 8), backend="numpy")
+
+
+@pytest.mark.parametrize("backend", fft.available_backends())
+def test_repeated_calls_and_threads_stay_exact(backend):
+    """Plans and buffers are reused between calls: a stale or destroyed buffer would show here."""
+    shape, ncols = (96, 80), 20
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        block = (rng.standard_normal((96, ncols)) + 1j * rng.standard_normal((96, ncols))).astype(
+            np.complex64
+        )
+        full = np.zeros((96, 41), np.complex128)
+        full[:, :ncols] = block
+        expect = np.fft.irfft2(full, s=shape)
+        outs = [fft.irfft2(block.copy(), shape, threads=t, backend=backend) for t in (1, 2, 3)]
+        for out in outs:
+            assert np.abs(out - expect).max() < 1e-5 * np.abs(expect).max() * np.log2(96 * 80)
+        assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+
+
+@pytest.mark.parametrize("backend", fft.available_backends())
+def test_unnormalised_transform_is_hw_times_larger(backend):
+    rng = np.random.default_rng(2)
+    block = (rng.standard_normal((64, 9)) + 1j * rng.standard_normal((64, 9))).astype(np.complex64)
+    a = fft.irfft2(block.copy(), (64, 48), backend=backend)
+    b = fft.irfft2(block.copy(), (64, 48), backend=backend, normalise=False)
+    np.testing.assert_allclose(b, a * (64 * 48), rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+def test_spectrum_buffer_is_zeroed_on_every_call():
+    buf = fft.spectrum_buffer((64, 64), 12)
+    assert buf.shape == (64, 12) and buf.dtype == np.complex64 and not buf.any()
+    buf[:] = 1
+    assert not fft.spectrum_buffer((64, 64), 12).any()
+
+
+def _wisdom_probe(env_wisdom: str) -> dict:
+    code = (
+        "import json, numpy as np; from gptextures import fft, presets, render\n"
+        "spec = presets.get('golkar2018-mini').texture\n"
+        "x1 = render(spec, 2, seed=11, threads=1); x2 = render(spec, 2, seed=11, threads=2)\n"
+        "print(json.dumps({'name': fft.backend_name('pyfftw'), 'id': fft.wisdom_id(),"
+        " 'same': x1.tobytes() == x2.tobytes(), 'x': x1[:4, :4].tolist()}))\n"
+    )
+    env = {**os.environ, "GPTEXTURES_FFT_WISDOM": env_wisdom, "GPTEXTURES_FFT": "pyfftw"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif("pyfftw" not in fft.available_backends(), reason="needs pyFFTW")
+def test_wisdom_is_named_deterministic_and_optional():
+    on, off = _wisdom_probe("1"), _wisdom_probe("0")
+    assert off["id"] is None and off["name"].endswith("/FFTW_ESTIMATE")
+    if on["id"] is not None:  # FFTW accepted the shipped wisdom on this CPU
+        assert on["name"].endswith(f"/FFTW_ESTIMATE+wisdom-{on['id']}")
+    # Either way: bytes independent of the thread count, and both plans compute the same image
+    # up to float32 rounding (unit-variance image: ~1e-7 per pixel).
+    assert on["same"] and off["same"]
+    np.testing.assert_allclose(np.array(on["x"]), np.array(off["x"]), atol=1e-5)
+
+
+@pytest.mark.skipif(fft.wisdom_id() is None, reason="the shipped FFTW wisdom does not apply here")
+def test_shipped_wisdom_covers_every_preset():
+    """Fails when a preset's transform changed without `python -m gptextures.wisdom`."""
+    from gptextures import wisdom
+
+    for shape, ncols in wisdom.problems():
+        fft._PyfftwPlans(shape, ncols, "wisdom")  # raises RuntimeError without wisdom
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_threads_work_in_a_forked_child():
+    """The FFT thread pool of the parent does not exist in a forked child: it must not hang."""
+    import multiprocessing
+
+    spec = presets.get("golkar2018-mini").texture
+    parent = render(spec, 0, seed=4, threads=2)  # starts the parent's pool
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_render_two_threads, (spec,)).get(timeout=60)
+    assert child == parent.tobytes()
+
+
+def _render_two_threads(spec) -> bytes:
+    return render(spec, 0, seed=4, threads=2).tobytes()
