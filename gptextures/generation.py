@@ -2,10 +2,11 @@
 
 Every sample is independent and seeded by (dataset seed, split, index), so work splits into
 contiguous index blocks that any worker can render (``DatasetSpec.sample``, FFT threads = 1 per
-worker). For HDF5 the parent writes blocks in index order as they come back; for the Hugging Face
-folder each worker writes whole Parquet files. Output bytes do not depend on the number of
-workers, on shards (``shard=(i, n)`` writes the ``i``-th contiguous part of every split; see
-:func:`merge`) or on resumes.
+worker). For HDF5 the parent hands blocks, in index order as they come back, to one writer
+thread (checksums and chunk writes release the GIL, so writing overlaps with rendering); for
+the Hugging Face folder each worker writes whole Parquet files. Output bytes do not depend on
+the number of workers, on shards (``shard=(i, n)`` writes the ``i``-th contiguous part of every
+split; see :func:`merge`) or on resumes.
 
 Executors: in-process (``workers=1``), a process pool (``workers > 1``, ``forkserver``/``spawn``
 start method, never ``fork``), or a ``dask.distributed.Client`` (``client=`` or ``scheduler=``
@@ -18,7 +19,9 @@ import concurrent.futures as cf
 import functools
 import multiprocessing
 import os
+import queue
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +37,9 @@ from .spec import DatasetSpec
 
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _BLOCK_BYTES = 16 * 2**20
+# In-process HDF5 blocks: the writer thread starts on a block as soon as it is rendered, and the
+# last block's write is the part that cannot overlap with rendering, so keep blocks small.
+_INLINE_BLOCK_BYTES = 4 * 2**20
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -165,7 +171,14 @@ def _executor(workers: int, client: Any = None, scheduler: str | None = None) ->
 
 def _ordered(executor: Any, fn: Callable[..., Any], tasks: Iterable[tuple[Any, ...]],
              window: int) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    """Submit ``fn(*task)`` with at most ``window`` in flight; yield ``(task, result)`` in order."""
+    """Submit ``fn(*task)`` with at most ``window`` in flight; yield ``(task, result)`` in order.
+
+    In-process (:class:`_Inline`) each task runs just before its result is yielded, so the
+    consumer gets it without waiting for the next one to be computed."""
+    if isinstance(executor, _Inline):
+        for task in tasks:
+            yield task, executor.submit(fn, *task).result()
+        return
     pending: deque = deque()
     it = iter(tasks)
     for task in it:
@@ -186,6 +199,79 @@ def block_size(spec: DatasetSpec, remaining: int, workers: int) -> int:
     h, w = spec.texture.size
     size = max(1, min(64, _BLOCK_BYTES // (h * w * 4)))
     return max(1, min(size, -(-remaining // (4 * workers)) if remaining else 1))
+
+
+class _WriteBehind:
+    """Calls ``fn(*item)`` for queued items, in order, in one background thread.
+
+    At most ``depth`` items wait in the queue, so :meth:`put` blocks when the writer is behind
+    (memory stays bounded). An exception in the thread stops it; the next :meth:`put` or
+    :meth:`close` raises that exception object (with its original traceback) in the caller.
+    """
+
+    _STOP = object()
+
+    def __init__(self, fn: Callable[..., Any], depth: int = 2, name: str = "writer"):
+        self._fn = fn
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self.failed = threading.Event()  # set once the thread has recorded an exception
+        self._abort = threading.Event()
+        self.done = 0  # items written (read by the caller for progress)
+        self._thread = threading.Thread(target=self._run, name=f"gptextures-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            if self._error is not None or self._abort.is_set():
+                continue  # keep draining so that put() never blocks on a stopped writer
+            try:
+                self._fn(*item)
+                self.done += 1
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._error = exc
+                self.failed.set()
+
+    def check(self) -> None:
+        """Raise the writer thread's exception, if it had one."""
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        """Queue ``item``; raises the writer's exception instead once it has failed."""
+        while True:
+            self.check()
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def close(self, abort: bool = False) -> None:
+        """Wait for the thread to end, then raise its exception if it had one.
+
+        ``abort=True`` (the caller is failing): only the item being written is finished,
+        queued ones are dropped, and a writer exception is not raised (the caller's is).
+        """
+        if abort:
+            self._abort.set()
+        interrupted = sent = False
+        while True:
+            try:
+                if not sent:  # the thread always drains the queue: this never waits for long
+                    self._queue.put(self._STOP)
+                    sent = True
+                self._thread.join()
+                break
+            except KeyboardInterrupt:  # the write in progress takes milliseconds: wait for it
+                interrupted = True
+        if interrupted and not abort:
+            raise KeyboardInterrupt
+        if not abort:
+            self.check()
 
 
 # ---- results ------------------------------------------------------------------------------
@@ -340,21 +426,46 @@ def _generate_hdf5(spec: DatasetSpec, path: Path, splits: list[str], shard: tupl
         for s in splits:
             result.counts[s] = writer.range(s)[1] - writer.range(s)[0]
         bs = block_size(spec, remaining, workers)
-        # Parallel workers also compute the chunk checksums, so this process only copies bytes.
-        encode = compression is None and not isinstance(executor, _Inline)
+        inline = isinstance(executor, _Inline)
+        if inline:
+            h, w = spec.texture.size
+            bs = max(1, min(bs, _INLINE_BLOCK_BYTES // (h * w * 4)))
+        # Parallel workers also compute the chunk checksums, so this process only copies bytes;
+        # in-process, the writer thread computes them (numpy releases the GIL).
+        encode = compression is None and not inline
         tasks = [(spec_json, s, a, min(a + bs, b), encode) for s, (a, b) in todo.items()
                  for a in range(a, b, bs)]
         bar = _bar(total, total - remaining, f"{spec.name} hdf5", progress)
+        sizes: list[int] = []  # samples per queued block, in order
+        shown = 0
+
+        def show() -> None:
+            nonlocal shown
+            if bar is not None:
+                n = sum(sizes[shown:wb.done])
+                shown = wb.done
+                if n:
+                    bar.update(n)
+
+        # This thread renders (or collects workers' results); one writer thread writes, at
+        # most two blocks behind. Only the writer thread touches the file until it is joined.
+        wb = _WriteBehind(writer.write, depth=2, name="hdf5-writer")
         try:
-            for (_, s, a, b, _), (images, labels, seeds) in _ordered(
-                    executor, render_block, tasks, 2 * workers + 1):
-                writer.write(s, a, images, labels, seeds)
-                result.generated += b - a
-                if bar is not None:
-                    bar.update(b - a)
+            try:
+                for (_, s, a, b, _), (images, labels, seeds) in _ordered(
+                        executor, render_block, tasks, 2 * workers + 1):
+                    wb.put((s, a, images, labels, seeds))
+                    sizes.append(b - a)
+                    show()
+            except BaseException:
+                wb.close(abort=True)  # the block being written completes; the rest is dropped
+                raise
+            wb.close()  # every queued block written; a writer error is raised here
+            show()
         finally:
             if bar is not None:
                 bar.close()
+        result.generated += sum(sizes)
         writer.finish()
     except BaseException:
         writer.close()

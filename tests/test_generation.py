@@ -162,3 +162,94 @@ def test_dask_scheduler_address(tmp_path, single):
     assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     with pytest.raises(ValueError, match="not both"):
         generate(ODD, tmp_path / "x", client=object(), scheduler="tcp://127.0.0.1:1")
+
+
+def _writer_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("gptextures-hdf5-writer")]
+
+
+def test_writer_thread_failure_surfaces_and_the_partial_resumes(tmp_path, monkeypatch):
+    """The writer thread fails in the middle of the 3rd block: generate raises that very
+    exception (with the writer's frames), every earlier block is in the partial file, and a
+    rerun finishes it with the bytes of an uninterrupted run."""
+    import errno
+
+    from gptextures import generation as gen
+
+    clean = generate(SPEC, tmp_path / "clean").paths["hdf5"]
+    bs = block_size(SPEC, SPEC.num_samples("train") * 2, 1)
+    assert bs == 8  # 4 blocks: train 0-7, 8-15, test 0-7, 8-15
+    real = h5io._write_chunk
+    calls = {"n": 0}
+
+    def failing_chunk(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2 * bs + 2:  # 2nd image of the 3rd block
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    spies = []
+
+    class Spy(gen._WriteBehind):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            spies.append(self)
+
+    renders = []
+    real_render = gen.render_block
+
+    def render(*a):
+        renders.append(a[1:4])
+        if len(renders) == 4:  # the 4th block is rendered only once the writer has failed
+            assert spies[0].failed.wait(30)
+        return real_render(*a)
+
+    monkeypatch.setattr(h5io, "_write_chunk", failing_chunk)
+    monkeypatch.setattr(gen, "_WriteBehind", Spy)
+    monkeypatch.setattr(gen, "render_block", render)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left") as info:
+        generate(SPEC, out)
+    assert any(e.name == "failing_chunk" for e in info.traceback)  # the original traceback
+    assert len(renders) == 4  # rendering stopped at the first block after the failure
+    assert not _writer_threads()
+    partial = h5io.partial_path(output_paths(SPEC, out)["hdf5"])
+    assert partial.exists() and not output_paths(SPEC, out)["hdf5"].exists()
+    with h5io.HDF5Dataset(partial, allow_incomplete=True) as ds:
+        assert (ds.written("train"), ds.written("test")) == (16, 0)
+        assert ds.images("train").tobytes() == load(SPEC, "train").images.tobytes()
+    monkeypatch.undo()
+    res = generate(SPEC, out)
+    assert res.resumed == 16 and res.generated == 16
+    assert_same_file(res.paths["hdf5"], clean)
+
+
+def test_interrupt_while_rendering_leaves_a_resumable_file(tmp_path, monkeypatch):
+    from gptextures import generation as gen
+
+    clean = generate(ODD, tmp_path / "clean").paths["hdf5"]
+    real_render = gen.render_block
+    calls = {"n": 0}
+
+    def render(*a):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_render(*a)
+
+    monkeypatch.setattr(gen, "render_block", render)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        generate(ODD, out)
+    assert not _writer_threads()
+    bs = block_size(ODD, ODD.num_samples("train") + ODD.num_samples("test"), 1)
+    with h5io.HDF5Dataset(h5io.partial_path(output_paths(ODD, out)["hdf5"]),
+                          allow_incomplete=True) as ds:
+        done = ds.written("train")
+    assert done in (0, bs, 2 * bs)  # whole blocks only
+    monkeypatch.undo()
+    res = generate(ODD, out)
+    assert res.resumed == done
+    assert_same_file(res.paths["hdf5"], clean)

@@ -186,8 +186,7 @@ def test_resume_discards_rows_past_the_counter(tmp_path, tiny_h5):
     smp = [SPEC.sample("train", i) for i in range(4)]
     w.write("train", 0, np.stack([x.image for x in smp]), [x.label for x in smp],
             [x.seed for x in smp])
-    g = w._h5["train"]  # simulate a crash after the data grew but before the counter moved
-    g["images"].resize(7, axis=0)
+    g = w._h5["train"]  # simulate a crash after data were written but before the counter moved
     g["images"][4:7] = np.ones((3, 64, 64), np.float32)
     w.close()
     w = h5io.HDF5Writer.open(tmp_path / "t.h5", SPEC)
@@ -295,3 +294,56 @@ def test_resume_regenerates_a_corrupted_row_of_the_partial_file(tmp_path, tiny_h
     assert w.resumed == {"train": 5, "test": 0}  # rows 0-4 copied, 5.. generated again
     w.close()
     assert_same_file(_write_all(tmp_path / "t.h5"), tiny_h5)
+
+
+def test_gil_free_and_h5py_chunk_writes_give_the_same_file(tmp_path, tiny_h5, monkeypatch):
+    if h5io._find_libhdf5() is not None:  # h5py's libhdf5 is found: the ctypes path is used
+        assert h5io.gil_free_writes()
+    monkeypatch.setattr(h5io, "_GIL_FREE", False)  # h5py's write_direct_chunk, flush, attrs
+    assert not h5io.gil_free_writes()
+    p = _write_all(tmp_path / "tiny.h5", block=3)
+    assert_same_file(p, tiny_h5)
+    assert h5io.verify(p, samples=2).ok
+
+
+def test_file_bytes_do_not_depend_on_block_size(tmp_path, tiny_h5):
+    for block in (1, 7, 16):
+        assert_same_file(_write_all(tmp_path / f"b{block}.h5", block=block), tiny_h5)
+    ref = _write_all(tmp_path / "gz.h5", block=16, compression="gzip")
+    for block in (1, 5):  # compressed chunks go through h5py, also in order, no chunk cache
+        assert_same_file(_write_all(tmp_path / f"gz{block}.h5", block=block,
+                                    compression="gzip"), ref)
+
+
+def test_columns_are_complete_at_creation_and_write_checks_labels_and_seeds(tmp_path):
+    w = h5io.HDF5Writer.open(tmp_path / "c.h5", SPEC)
+    g = w._h5["train"]
+    n = SPEC.num_samples("train")
+    assert g["images"].shape == (n, 64, 64) and g["images"].maxshape == (None, 64, 64)
+    assert g["label"][:].tolist() == [SPEC.label_of("train", i) for i in range(n)]
+    assert g["seed"][:].tolist() == [SPEC.seed_of("train", i) for i in range(n)]
+    assert int(g.attrs["written"]) == 0
+    smp = [SPEC.sample("train", i) for i in range(3)]
+    images = np.stack([x.image for x in smp])
+    labels, seeds = [x.label for x in smp], [x.seed for x in smp]
+    with pytest.raises(ValueError, match=r"^labels: samples 0\.\.2 of split 'train'"):
+        w.write("train", 0, images, [labels[0], labels[0], labels[2]], seeds)
+    with pytest.raises(ValueError, match=r"^seeds: samples 0\.\.2"):
+        w.write("train", 0, images, labels, [seeds[0], seeds[1], seeds[1] + 1])
+    with pytest.raises(ValueError, match=r"^labels:"):
+        w.write("train", 0, images, labels[:2], seeds)
+    assert w.written("train") == 0  # nothing moved
+    w.write("train", 0, images, labels, seeds)
+    w.close()
+    partial = h5io.partial_path(tmp_path / "c.h5")
+    with h5io.HDF5Dataset(partial, allow_incomplete=True) as ds:  # readers stop at `written`
+        assert ds.written("train") == 3 and len(ds.labels("train")) == 3
+        assert ds.seeds("train").tolist() == seeds and ds.images("train").shape == (3, 64, 64)
+        assert ds.level_labels("train").shape == (3, 2)
+        assert ds.indices("train").tolist() == [0, 1, 2]
+        with pytest.raises(IndexError):
+            ds.image("train", 3)
+    before = h5io.content_digest(partial)
+    with h5py.File(partial, "r+") as f:  # rows past the counter do not count
+        f["train"]["images"][5] = np.ones((64, 64), np.float32)
+    assert h5io.content_digest(partial) == before

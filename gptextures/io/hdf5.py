@@ -99,21 +99,26 @@ def fletcher32(data: bytes | np.ndarray) -> int:
 
     ``sum2 = sum_i (n - i) w_i`` is computed blockwise from row and column sums of the words laid
     out as a ``(B, L)`` matrix (``sum2 = sum_b (n - b L) R_b - sum_l l C_l``): two native
-    uint32 reductions instead of a 64-bit dot product, ~4x faster on 4 MiB chunks.
+    uint32 reductions instead of a 64-bit dot product, ~4x faster on 4 MiB chunks. The words
+    are read little-endian, without a byte-swapped copy: the big-endian word of bytes
+    ``(a, b)`` is ``256 a + b``, congruent modulo 65535 to ``256 (a + 256 b)`` (as
+    ``2**16 = 1 mod 65535``), so both sums are the little-endian ones times 256.
     """
     buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     buf = buf.reshape(-1).view(np.uint8)
     if buf.size % 2:
         raise ValueError(f"data: expected an even number of bytes, got {buf.size}")
-    words = buf.view(">u2").astype(np.uint16)  # native byte order
+    words = buf.view("<u2")
     n = words.size
     # Row sums of L words and column sums of B rows must fit in uint32: L, B < 65537.
     width = max(1024, -(-n // 65536))
     main = n - n % width
-    s1 = s2 = 0
+    s1 = s2 = total = 0
     if main:
         blocks = words[:main].reshape(-1, width)
-        rows = blocks.sum(axis=1, dtype=np.uint32).astype(np.uint64) % _M
+        row_sums = blocks.sum(axis=1, dtype=np.uint32)
+        total += int(row_sums.sum(dtype=np.uint64))
+        rows = row_sums.astype(np.uint64) % _M
         cols = blocks.sum(axis=0, dtype=np.uint32).astype(np.uint64) % _M
         b = np.arange(rows.size, dtype=np.uint64)
         s1 += int(rows.sum())
@@ -121,11 +126,12 @@ def fletcher32(data: bytes | np.ndarray) -> int:
         s2 -= int(np.dot(cols, np.arange(width, dtype=np.uint64)))
     if main < n:
         tail = words[main:].astype(np.uint64)
+        total += int(tail.sum())
         s1 += int(tail.sum())
         s2 += int(np.dot(tail, (np.uint64(n) - np.arange(main, n, dtype=np.uint64)) % _M))
-    if not words.any():  # HDF5's reductions give 0 only for all-zero data
+    if total == 0:  # HDF5's reductions give 0 only for all-zero data
         return 0
-    s1, s2 = s1 % _M, s2 % _M
+    s1, s2 = 256 * s1 % _M, 256 * s2 % _M
     return ((s2 or _M) << 16) | (s1 or _M)
 
 
@@ -141,21 +147,33 @@ def encode_chunks(images: np.ndarray) -> EncodedChunks:
     return EncodedChunks(tuple(out))
 
 
-# ---- GIL-free chunk writes ------------------------------------------------------------------
-# h5py holds the GIL for the whole of ``write_direct_chunk`` (~1 ms per 4 MiB chunk), so a
-# writer thread would stop rendering for as long. Calling HDF5's own ``H5Dwrite_chunk`` (what
-# h5py calls) through ctypes releases the GIL during the call. It must be the very libhdf5
-# that h5py loaded (h5py's identifiers are only valid there): it is found in /proc/self/maps
-# and checked to share h5py's identifier table. Each call holds ``h5py._objects.phil``, h5py's
+# ---- GIL-free HDF5 calls --------------------------------------------------------------------
+# h5py holds the GIL for the whole of every HDF5 call (``write_direct_chunk`` of a 4 MiB chunk:
+# ~1 ms), so a writer thread would stop rendering for as long. The few calls the writer makes
+# per block (H5Dwrite_chunk, H5Fflush, H5Awrite of the counter) are made here through ctypes,
+# which releases the GIL during the call. It must be the very libhdf5 that h5py loaded (h5py's
+# identifiers are only valid there): it is found in /proc/self/maps, and checked to have h5py's
+# version and to share h5py's identifier table. Each call holds ``h5py._objects.phil``, h5py's
 # global lock (a private h5py API), so no other HDF5 call runs concurrently: the HDF5 bundled
 # with h5py is not thread-safe. Anything unexpected (not Linux, no unique ``libhdf5*.so`` in
-# the process, an HDF5 built otherwise, a missing symbol) falls back to h5py's
-# ``write_direct_chunk``, which writes the same bytes while holding the GIL.
+# the process, another version, a missing symbol) falls back to h5py's own calls, which write
+# the same bytes while holding the GIL.
 
-#: Private switch: ``False`` forces h5py's ``write_direct_chunk`` (tests compare both paths).
+#: Private switch: ``False`` forces h5py's own calls (tests compare both paths).
 _GIL_FREE = True
 _HDF5_LIB_NAME = re.compile(r"^libhdf5(?:-[0-9a-f]+)?\.so(?:\.\d+)*$")
-_resolved: list[Callable[..., int] | None] = []  # [] until resolved once; then [fn or None]
+
+
+@dataclass(frozen=True)
+class _Lib:
+    """ctypes functions of h5py's libhdf5 (see above)."""
+
+    write_chunk: Callable[..., int]  # H5Dwrite_chunk(dset, dxpl, filters, offset*, size, buf*)
+    flush: Callable[..., int]  # H5Fflush(object, scope)
+    awrite: Callable[..., int]  # H5Awrite(attr, mem_type, buf*)
+
+
+_resolved: list[_Lib | None] = []  # [] until resolved once; then [lib or None]
 
 
 def _find_libhdf5() -> str | None:
@@ -173,25 +191,26 @@ def _find_libhdf5() -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _resolve_h5dwrite_chunk() -> Callable[..., int] | None:
-    """``H5Dwrite_chunk`` of h5py's libhdf5 through ctypes (GIL released), or None."""
+def _resolve_lib() -> _Lib | None:
+    """h5py's libhdf5 through ctypes (calls release the GIL), or None."""
     try:
         from h5py._objects import phil
 
         path = _find_libhdf5()
         if path is None:
             return None
-        lib = ctypes.CDLL(path, use_errno=True)  # already loaded: the same instance as h5py's
+        lib = ctypes.CDLL(path)  # already loaded: dlopen returns h5py's instance
         version = (ctypes.c_uint(), ctypes.c_uint(), ctypes.c_uint())
         lib.H5get_libversion.restype = ctypes.c_int
         if lib.H5get_libversion(*(ctypes.byref(v) for v in version)) < 0:
             return None
         if tuple(v.value for v in version) != tuple(h5py.version.hdf5_version_tuple[:3]):
             return None
-        # The same identifier table as h5py: a reference taken here shows in h5py's count.
+        hid, i32 = ctypes.c_int64, ctypes.c_int  # hid_t (HDF5 >= 1.10), herr_t / enums
         for name in ("H5Iinc_ref", "H5Idec_ref"):
-            getattr(lib, name).argtypes = [ctypes.c_int64]
-            getattr(lib, name).restype = ctypes.c_int
+            getattr(lib, name).argtypes = [hid]
+            getattr(lib, name).restype = i32
+        # The same identifier table as h5py: a reference taken here shows in h5py's count.
         plist = h5py.h5p.create(h5py.h5p.DATASET_XFER)
         with phil:
             before = h5py.h5i.get_ref(plist)
@@ -201,44 +220,73 @@ def _resolve_h5dwrite_chunk() -> Callable[..., int] | None:
             lib.H5Idec_ref(plist.id)
         if not same:
             return None
-        fn = lib.H5Dwrite_chunk
-        # herr_t H5Dwrite_chunk(hid_t dset_id, hid_t dxpl_id, uint32_t filters,
-        #                       const hsize_t *offset, size_t data_size, const void *buf)
-        fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_uint32,
-                       ctypes.POINTER(ctypes.c_uint64), ctypes.c_size_t, ctypes.c_void_p]
-        fn.restype = ctypes.c_int
-        return fn
-    except Exception:  # noqa: BLE001 - any surprise: use h5py's own call
+        fns = lib.H5Dwrite_chunk, lib.H5Fflush, lib.H5Awrite
+        fns[0].argtypes = [hid, hid, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint64),
+                           ctypes.c_size_t, ctypes.c_void_p]
+        fns[1].argtypes = [hid, i32]
+        fns[2].argtypes = [hid, hid, ctypes.c_void_p]
+        for fn in fns:
+            fn.restype = i32
+        return _Lib(*fns)
+    except Exception:  # noqa: BLE001 - any surprise: use h5py's own calls
         return None
 
 
-def _h5dwrite_chunk() -> Callable[..., int] | None:
+def _lib() -> _Lib | None:
+    """The GIL-free calls, or None (switched off, or unavailable: use h5py)."""
+    if not _GIL_FREE:
+        return None
     if not _resolved:
-        _resolved.append(_resolve_h5dwrite_chunk())
+        _resolved.append(_resolve_lib())
     return _resolved[0]
 
 
 def gil_free_writes() -> bool:
-    """Whether chunk writes release the GIL (ctypes ``H5Dwrite_chunk``; see above)."""
-    return _GIL_FREE and _h5dwrite_chunk() is not None
+    """Whether the writer's HDF5 calls release the GIL (ctypes; else h5py's calls)."""
+    return _lib() is not None
 
 
 def _write_chunk(ds: h5py.Dataset, row: int, chunk: bytes | np.ndarray) -> None:
     """Store ``chunk`` (the bytes HDF5 keeps: data + fletcher32, no other filter) as the chunk
     of row ``row`` of a dataset with one row per chunk; GIL-free when possible."""
-    fn = _h5dwrite_chunk() if _GIL_FREE else None
+    lib = _lib()
     offset = (row,) + (0,) * (ds.ndim - 1)
-    if fn is None:
-        ds.id.write_direct_chunk(offset, chunk, 0)
-        return
-    from h5py._objects import phil
+    if lib is not None:
+        from h5py._objects import phil
 
-    buf = np.frombuffer(chunk, dtype=np.uint8)  # no copy; keeps the buffer alive
-    off = (ctypes.c_uint64 * ds.ndim)(*offset)
-    with phil:  # no other HDF5 call meanwhile; ctypes releases the GIL for the call
-        rc = fn(ds.id.id, 0, 0, off, buf.nbytes, buf.ctypes.data)  # 0: H5P_DEFAULT
-    if rc < 0:  # write the same bytes again through h5py: raises with HDF5's error stack
-        ds.id.write_direct_chunk(offset, chunk, 0)
+        buf = np.frombuffer(chunk, dtype=np.uint8)  # no copy; keeps the buffer alive
+        off = (ctypes.c_uint64 * ds.ndim)(*offset)
+        with phil:  # no other HDF5 call meanwhile; ctypes releases the GIL for the call
+            if lib.write_chunk(ds.id.id, 0, 0, off, buf.nbytes, buf.ctypes.data) >= 0:
+                return  # (0: H5P_DEFAULT, no filter skipped)
+    # h5py's call; after a failed ctypes call it writes the same bytes again and raises with
+    # HDF5's error stack
+    ds.id.write_direct_chunk(offset, chunk, 0)
+
+
+def _flush(h5: h5py.File) -> None:
+    """``h5.flush()`` (H5Fflush, local scope), GIL-free when possible."""
+    lib = _lib()
+    if lib is not None:
+        from h5py._objects import phil
+
+        with phil:
+            if lib.flush(h5.id.id, h5py.h5f.SCOPE_LOCAL) >= 0:
+                return
+    h5.flush()
+
+
+def _write_int64_attr(attr: h5py.h5a.AttrID, value: int) -> None:
+    """Write an existing scalar int64 attribute in place, GIL-free when possible."""
+    buf = np.array(value, dtype=np.int64)
+    lib = _lib()
+    if lib is not None:
+        from h5py._objects import phil
+
+        with phil:
+            if lib.awrite(attr.id, h5py.h5t.NATIVE_INT64.id, buf.ctypes.data) >= 0:
+                return
+    attr.write(buf)
 
 
 class HDF5Writer:
@@ -262,6 +310,7 @@ class HDF5Writer:
         self.resumed = resumed
         self._columns = dict(columns)  # split -> (labels, seeds) of the file's rows
         self._buf: np.ndarray | None = None  # one encoded chunk, reused
+        self._splits: dict[str, _SplitState] = {}  # open handles, written counts
 
     # ---- opening ----------------------------------------------------------------------
     @classmethod
@@ -356,12 +405,22 @@ class HDF5Writer:
 
     def range(self, split: str) -> tuple[int, int]:
         """``(start, stop)``: global indices of ``split`` held by this file."""
-        g = self._group(split)
-        return int(g.attrs["start"]), int(g.attrs["stop"])
+        st = self._state(split)
+        return st.lo, st.hi
 
     def written(self, split: str) -> int:
         """Rows of ``split`` written so far."""
-        return int(self._group(split).attrs["written"])
+        return self._state(split).written
+
+    def _state(self, split: str) -> _SplitState:
+        st = self._splits.get(split)
+        if st is None:
+            g = self._group(split)
+            st = self._splits[split] = _SplitState(
+                group=g, images=g["images"], counter=h5py.h5a.open(g.id, b"written"),
+                lo=int(g.attrs["start"]), hi=int(g.attrs["stop"]),
+                written=int(g.attrs["written"]), compressed=g["images"].compression is not None)
+        return st
 
     def next_index(self, split: str) -> int:
         """Global index of the next sample to write in ``split``."""
@@ -388,9 +447,8 @@ class HDF5Writer:
             ValueError: out of order, out of range, wrong shape or dtype, or labels/seeds that
                 are not the spec's for these indices.
         """
-        g = self._group(split)
-        lo, hi = self.range(split)
-        w = int(g.attrs["written"])
+        st = self._state(split)
+        lo, hi, w = st.lo, st.hi, st.written
         k = len(images)
         if start != lo + w:
             raise ValueError(
@@ -401,8 +459,7 @@ class HDF5Writer:
                 f"images: {k} rows from {start} overflow this file's range [{lo}, {hi})"
             )
         h, wd = self.spec.texture.size
-        ds = g["images"]
-        compressed = ds.compression is not None
+        ds, compressed = st.images, st.compressed
         encoded = isinstance(images, EncodedChunks)
         if encoded:
             if compressed:
@@ -435,9 +492,10 @@ class HDF5Writer:
                 ds[w + j] = images[j]  # the file has no chunk cache: written now, in order
             else:
                 _write_chunk(ds, w + j, self._encode(images[j]))
-        self._h5.flush()  # the data reach the file before the counter moves
-        g.attrs.modify("written", w + k)  # in place: no object-header churn
-        self._h5.flush()
+        _flush(self._h5)  # the data reach the file before the counter moves
+        _write_int64_attr(st.counter, w + k)  # in place: no object-header churn
+        st.written = w + k
+        _flush(self._h5)
 
     def _encode(self, image: np.ndarray) -> np.ndarray:
         """``image`` as its stored chunk (little-endian float32 + fletcher32) in a reused
@@ -476,6 +534,19 @@ class HDF5Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class _SplitState:
+    """A writer's open handles and progress for one split."""
+
+    group: h5py.Group
+    images: h5py.Dataset
+    counter: h5py.h5a.AttrID  # the group's ``written`` attribute
+    lo: int
+    hi: int
+    written: int
+    compressed: bool
 
 
 def _create_file(p: Path, spec: DatasetSpec, ranges: Mapping[str, tuple[int, int]],
