@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -135,6 +136,14 @@ def run_preset(name: str, *, bootstrap: int, threads: int) -> tuple[Leaderboard,
 
     path = OUT / f"{name}.json"
     board = Leaderboard.load(path) if path.exists() else Leaderboard.for_dataset(spec)
+    if board.fingerprint != spec.fingerprint:
+        # The preset's bytes changed (a new ALGORITHM_VERSION): scores on the old data do not
+        # rank on the new one, so the board starts again.
+        others = [e for e in board.entries if not e.get("reference")]
+        if others:
+            print(f"{name}: dataset fingerprint changed; dropping {len(others)} non-reference"
+                  " entries scored on the old data", file=sys.stderr)
+        board = Leaderboard.for_dataset(spec)
     for e in entries:
         board.add(e, replace=True)
     return board, timing
