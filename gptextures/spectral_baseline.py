@@ -1,7 +1,10 @@
 """A learned non-deep baseline: radially averaged log power spectra + one classifier per level.
 
 Features: the image's power spectrum ``|rfft2(x)|^2 / (H W)`` averaged over rings of equal width
-in radial frequency ``|f|`` (cycles per pixel, ``0 < |f| <= 0.5``), then ``log``. Per level, an
+in radial frequency ``|f|`` (cycles per pixel, ``0 < |f| <= 0.5``), floored at ``1e-10`` of the
+image's mean power per mode, then ``log``. The floor keeps the classifier off float32 rounding:
+above the generator's band limit an image holds only rounding noise (~1e-15 of its power per
+mode), whose level depends on the FFT plan that made it, not on the texture. Per level, an
 L2-regularised multinomial logistic regression (the objective of scikit-learn's
 ``LogisticRegression(C=C)``: ``0.5 ||W||^2 + C sum_i -log p(y_i | x_i)``, intercept not
 penalised) is fit on standardised features of the training split. Class scores are the product
@@ -19,17 +22,24 @@ import scipy.optimize
 from . import labels as _labels
 from .spec import DatasetSpec, TextureSpec
 
+#: Ring powers are floored at this fraction of the image's mean power per mode (its variance).
+POWER_FLOOR = 1e-10
 
-def radial_log_power(images: np.ndarray, n_bins: int = 32, *, threads: int = 1) -> np.ndarray:
+
+def radial_log_power(images: np.ndarray, n_bins: int = 32, *, threads: int = 1,
+                     floor: float = POWER_FLOOR) -> np.ndarray:
     """Radially averaged log power spectrum.
 
     Args:
         images: ``(B, H, W)`` or ``(H, W)`` float array.
         n_bins: number of rings of equal width over ``0 < |f| <= 0.5`` cycles per pixel.
         threads: FFT workers.
+        floor: ring powers below ``floor`` times the image's mean power per mode (its
+            variance, DC excluded) are raised to it; ``0`` disables the floor.
     Returns:
         float64 ``(B, n_bins)`` (``(n_bins,)`` for one image): ``log`` of the mean of
-        ``|X_k|^2 / (H W)`` over each ring (``log(1e-300)`` for an empty ring).
+        ``|X_k|^2 / (H W)`` over each ring, floored (``log(1e-300)`` for an empty ring or a
+        constant image).
     """
     x = np.asarray(images)
     single = x.ndim == 2
@@ -57,7 +67,8 @@ def radial_log_power(images: np.ndarray, n_bins: int = 32, *, threads: int = 1) 
         spec = scipy.fft.rfft2(x[b].astype(np.float64), workers=threads).reshape(-1)
         p = (spec.real**2 + spec.imag**2) * mult.reshape(-1) / (h * w)
         sums = np.bincount(ring[valid], weights=p[valid], minlength=n_bins)
-        out[b] = np.log(np.maximum(sums / np.maximum(counts, 1), 1e-300))
+        low = floor * (p.sum() - p[0]) / (h * w)  # floor x variance (Parseval, DC excluded)
+        out[b] = np.log(np.maximum(sums / np.maximum(counts, 1), max(low, 1e-300)))
     return out[0] if single else out
 
 
