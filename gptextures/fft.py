@@ -11,7 +11,7 @@ pyFFTW plans are deterministic, so the same input gives the same bytes in every 
   shape alone) with one single-threaded plan each. ``threads`` only decides how many parts
   run at once, so the bytes never depend on it.
 - Plans come from the FFTW wisdom shipped in ``gptextures/fftw_wisdom.txt`` (made once with
-  ``FFTW_PATIENT`` for the presets' shapes: ``python -m gptextures.wisdom``) when it applies to
+  ``FFTW_EXHAUSTIVE`` for the presets' shapes: ``python -m gptextures.wisdom``) when it applies to
   this FFTW build and CPU, else from ``FFTW_ESTIMATE``. Never from timing at run time
   (``FFTW_MEASURE`` may pick different algorithms in different runs).
 
@@ -44,7 +44,8 @@ except ImportError:  # pragma: no cover
 _local = threading.local()
 
 WISDOM_PATH = Path(__file__).with_name("fftw_wisdom.txt")
-_PATIENT = ("FFTW_PATIENT", "FFTW_WISDOM_ONLY")  # plan from shipped wisdom, or fail
+# Plan only from wisdom made at least as thoroughly as FFTW_PATIENT (the shipped file), or fail.
+_WISDOM_ONLY = ("FFTW_PATIENT", "FFTW_WISDOM_ONLY")
 _ESTIMATE = ("FFTW_ESTIMATE",)
 _wisdom_lock = threading.Lock()
 _wisdom_state: dict[str, str | None] = {}
@@ -110,20 +111,37 @@ def backend_name(backend: str | None = None) -> str:
     return f"numpy-{np.__version__}"
 
 
-def spectrum_buffer(shape: tuple[int, int], ncols: int, backend: str | None = None
-                    ) -> np.ndarray:
+def spectrum_buffer(shape: tuple[int, int], ncols: int, backend: str | None = None, *,
+                    rows: tuple[int, int] | None = None) -> np.ndarray:
     """A zeroed complex64 ``(H, ncols)`` input block for :func:`irfft2` of ``shape``.
 
     With pyFFTW this is the calling thread's reusable, aligned plan input (passing it back to
     :func:`irfft2` saves a copy); it is valid until the next call for the same shape and
     ``ncols`` in this thread. Other backends get a new array.
+
+    Args:
+        rows: ``(top, bottom)``: the caller writes only rows ``[0, top)`` and
+            ``[H - bottom, H)``, so the next call re-zeroes only those (``None``: any row).
     """
     backend = check_backend(backend) if backend else default_backend()
-    if backend == "pyfftw":
-        buf = _pyfftw_plans(tuple(shape), ncols).cols_in
+    h = shape[0]
+    if rows is not None:
+        rows = (int(rows[0]), int(rows[1]))
+        if not (0 <= rows[0] <= h and 0 <= rows[1] <= h):
+            raise ValueError(f"rows: expected two counts in [0, {h}], got {rows!r}")
+    if backend != "pyfftw":
+        return np.zeros((h, ncols), dtype=np.complex64)
+    plans = _pyfftw_plans(tuple(shape), ncols)
+    buf = plans.cols_in
+    top, bottom = plans.dirty_rows
+    if top + bottom >= h:
         buf.fill(0)
-        return buf
-    return np.zeros((shape[0], ncols), dtype=np.complex64)
+    else:
+        buf[:top] = 0
+        if bottom:
+            buf[h - bottom:] = 0
+    plans.dirty_rows = (h, 0) if rows is None else rows
+    return buf
 
 
 def _parts(n: int, k: int, align: int) -> list[tuple[int, int]]:
@@ -170,9 +188,10 @@ class _PyfftwPlans:
         h, w = shape
         # Input-preserving plans: the zero columns ncols.. of the row stage's input stay zero,
         # so nothing is re-zeroed per call (and preserving plans measured faster here).
-        flags = {"wisdom": _PATIENT, "estimate": _ESTIMATE}.get(planner, (planner,))
+        flags = {"wisdom": _WISDOM_ONLY, "estimate": _ESTIMATE}.get(planner, (planner,))
         self.shape, self.ncols = shape, ncols
         self.cols_in = pyfftw.empty_aligned((h, ncols), dtype=np.complex64)
+        self.dirty_rows = (h, 0)  # rows of cols_in that may be non-zero: [0, a) and [h - b, h)
         self.rows_in = pyfftw.zeros_aligned((h, w // 2 + 1), dtype=np.complex64)
         out = pyfftw.empty_aligned((h, w), dtype=np.float32)
         self.col_parts = _parts(ncols, _MAX_PARTS, 4) if h * ncols >= 2**14 else [(0, ncols)]

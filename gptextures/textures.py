@@ -113,7 +113,7 @@ def _render_sum_fourier(spec: TextureSpec, plans: tuple[FieldPlan, ...], seed: i
     ry = max(p.ry for p in plans)
     nb = max(p.n_bottom for p in plans)
     rx = max(p.rx for p in plans)
-    spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend)
+    spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend, rows=(ry + 1, nb))
     for i, (lv, plan) in enumerate(zip(spec.levels, plans)):
         top, bottom = plan.coefficients(_level_rng(seed, i))
         top[0, 0] = 0.0  # per-sample mean removal

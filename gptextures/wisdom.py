@@ -3,8 +3,8 @@
 Wisdom is FFTW's record of which algorithm to use for a transform. ``gptextures.fft`` plans the
 presets' transforms from the shipped file (``gptextures/fftw_wisdom.txt``) instead of from
 ``FFTW_ESTIMATE``'s heuristics: the same algorithm every run, chosen once by timing
-(``FFTW_PATIENT``) on the maintainers' machine. Regenerating it changes the bytes of the images
-(the backend name records the wisdom's hash), so do it only together with a new
+(``FFTW_EXHAUSTIVE``, minutes) on the maintainers' machine. Regenerating it changes the bytes
+of the images (the backend name records the wisdom's hash), so do it only together with a new
 ``ALGORITHM_VERSION``.
 """
 
@@ -30,7 +30,7 @@ def problems() -> list[tuple[tuple[int, int], int]]:
     return out
 
 
-def make(planner: str = "FFTW_PATIENT") -> bytes:
+def make(planner: str = "FFTW_EXHAUSTIVE") -> bytes:
     """Plan every preset's transforms with ``planner`` in a clean FFTW state; return the wisdom."""
     import pyfftw
 
@@ -44,7 +44,7 @@ def make(planner: str = "FFTW_PATIENT") -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--planner", default="FFTW_PATIENT",
+    ap.add_argument("--planner", default="FFTW_EXHAUSTIVE",
                     choices=["FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE"])
     args = ap.parse_args(argv)
     data = make(args.planner)
