@@ -468,7 +468,10 @@ def _generate_hdf5(spec: DatasetSpec, path: Path, splits: list[str], shard: tupl
         result.generated += sum(sizes)
         writer.finish()
     except BaseException:
-        writer.close()
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - e.g. a full disk again: the first error is the news
+            pass
         raise
 
 
