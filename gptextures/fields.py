@@ -35,7 +35,6 @@ from . import fft as _fft
 from . import seeds as _seeds
 from . import spectra
 
-_SQRT_HALF = np.float32(math.sqrt(0.5))
 _SQRT_TWO = np.float32(math.sqrt(2.0))
 
 
@@ -66,7 +65,9 @@ class FieldPlan:
     """Precomputed amplitudes of one (kernel, torus shape, length scale).
 
     ``top`` covers rows ``0..ry`` and ``bottom`` rows ``H - n_bottom .. H - 1`` of the real-FFT
-    half spectrum, both over columns ``0..rx``; both are ``sqrt(w * H * W)`` as float32.
+    half spectrum, both over columns ``0..rx``; both are the noise amplitudes
+    ``sqrt(w * H * W / 2)`` as float32 (the ``1/2`` because the noise drawn has unit-variance
+    real and imaginary parts).
     """
 
     shape: tuple[int, int]
@@ -86,13 +87,13 @@ class FieldPlan:
         """Draw one field's Fourier coefficients: complex64 ``top`` and ``bottom`` blocks."""
         n_rows = self.ry + 1 + self.n_bottom
         z = rng.standard_normal((n_rows, self.rx + 1, 2), dtype=np.float32)
-        z = z.view(np.complex64)[..., 0]
-        z *= _SQRT_HALF
+        z = z.view(np.complex64)[..., 0]  # unit-variance real and imaginary parts
         top, bottom = z[: self.ry + 1], z[self.ry + 1 :]
         cols = [0, self.rx] if self.nyquist and self.rx > 0 else [0]
         h = self.shape[0]
         for c in cols:
-            # Conjugate-symmetric self-mirrored columns; real (variance 1) at self-conjugate rows.
+            # Conjugate-symmetric self-mirrored columns; real (variance 2, like |z|^2 elsewhere)
+            # at self-conjugate rows.
             bottom[:, c] = np.conj(top[1 : 1 + self.n_bottom, c][::-1])
             top[0, c] = top[0, c].real * _SQRT_TWO
             if h % 2 == 0 and self.ry == h // 2:
@@ -152,7 +153,7 @@ def field_plan(kernel: str, shape: tuple[int, int], length_scale: float) -> Fiel
         ry, n_bottom = h // 2, h - h // 2 - 1
     else:
         n_bottom = ry
-    amp = np.sqrt(weights * (h * w))
+    amp = np.sqrt(weights * (h * w / 2))
     top = amp[: ry + 1, : rx + 1].astype(np.float32)
     bottom = amp[h - n_bottom :, : rx + 1].astype(np.float32)
     if n_bottom == 0:

@@ -24,6 +24,9 @@ from .spec import DatasetSpec, TextureSpec
 
 #: Ring powers are floored at this fraction of the image's mean power per mode (its variance).
 POWER_FLOOR = 1e-10
+#: Features whose standard deviation over the training images is at most this (nats) are
+#: constant: left out of the classifier.
+_CONSTANT_STD = 1e-6
 
 
 def radial_log_power(images: np.ndarray, n_bins: int = 32, *, threads: int = 1,
@@ -133,8 +136,10 @@ class SpectralBaseline:
             raise ValueError(f"y: expected shape ({feats.shape[0]},), got {y.shape}")
         levels = _labels.decode_array(y, self.texture.radices)
         self._mean = feats.mean(axis=0)
-        self._std = feats.std(axis=0)
-        self._std[self._std == 0] = 1.0
+        std = feats.std(axis=0)
+        # A feature constant over the training images (floored rings vary by ~1e-7 with each
+        # image's variance) carries nothing: drop it (z = 0) rather than blow its noise up.
+        self._std = np.where(std > _CONSTANT_STD, std, np.inf)
         z = (feats - self._mean) / self._std
         self._weights = [fit_logistic(z, levels[:, j], r, self.c)
                          for j, r in enumerate(self.texture.radices)]

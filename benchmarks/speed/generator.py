@@ -25,12 +25,18 @@ floor alike.
 
 from __future__ import annotations
 
+import os
+
+# pyFFTW's wheel runs FFTW's threads with OpenMP, whose idle threads spin for a while after each
+# threaded floor FFT and would steal the core from the next timing (ours with 2 threads). Must
+# be set before libgomp loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import datetime as _dt
 import functools
 import json
 import math
-import os
 import platform
 import statistics
 import sys
