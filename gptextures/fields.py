@@ -114,13 +114,35 @@ class FieldPlan:
         dst_top = spectrum[: self.ry + 1, : self.rx + 1]
         dst_bot = spectrum[h - self.n_bottom :, : self.rx + 1] if self.n_bottom else None
         if add:
-            dst_top += s * top
+            dst_top += top if scale == 1.0 else s * top
             if dst_bot is not None:
-                dst_bot += s * bottom
+                dst_bot += bottom if scale == 1.0 else s * bottom
         else:
             np.multiply(top, s, out=dst_top)
             if dst_bot is not None:
                 np.multiply(bottom, s, out=dst_bot)
+
+
+def half_spectrum_dot(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                      nyquist_col: int | None) -> float:
+    """``Re sum_k A_k conj(B_k)`` over the full DFT grid of two real fields (float64).
+
+    ``a`` and ``b`` are ``(top, bottom)`` pairs of equally shaped low-row and high-row blocks
+    (columns ``0..rx``) of real-FFT half spectra; columns other than 0 and the Nyquist column
+    stand for two mirrored columns.
+    """
+    total = 0.0
+    for xa, xb in zip(a, b):
+        if xa.size == 0:
+            continue
+        x = xa.view(np.float32).astype(np.float64)  # (rows, 2 cols): re, im interleaved
+        x *= xb.view(np.float32)
+        col = x.sum(axis=0)  # per real/imaginary column
+        s = 2.0 * col.sum() - col[0] - col[1]
+        if nyquist_col:
+            s -= col[2 * nyquist_col] + col[2 * nyquist_col + 1]
+        total += s
+    return total
 
 
 def half_spectrum_power(top: np.ndarray, bottom: np.ndarray, nyquist_col: int | None) -> float:
@@ -129,18 +151,23 @@ def half_spectrum_power(top: np.ndarray, bottom: np.ndarray, nyquist_col: int | 
     ``top``/``bottom`` are the low-row and high-row blocks (columns ``0..rx``) of a real-FFT
     half spectrum. Columns other than 0 and the Nyquist column stand for two mirrored columns.
     """
-    total = 0.0
-    for block in (top, bottom):
-        if block.size == 0:
-            continue
-        x = block.view(np.float32).astype(np.float64)  # (rows, 2 cols): re, im interleaved
-        x *= x
-        col = x.sum(axis=0)  # power per real/imaginary column
-        s = 2.0 * col.sum() - col[0] - col[1]
-        if nyquist_col:
-            s -= col[2 * nyquist_col] + col[2 * nyquist_col + 1]
-        total += s
+    total = half_spectrum_dot((top, bottom), (top, bottom), nyquist_col)
     return total - float(abs(complex(top[0, 0])) ** 2)
+
+
+def overlap_dot(pa: FieldPlan, a: tuple[np.ndarray, np.ndarray], pb: FieldPlan,
+                b: tuple[np.ndarray, np.ndarray]) -> float:
+    """:func:`half_spectrum_dot` of two fields' coefficient blocks (as drawn by their plans on
+    the same torus) over the frequencies both hold: the cross term of a mix's power."""
+    ry, rx = min(pa.ry, pb.ry), min(pa.rx, pb.rx)
+    nb = min(pa.n_bottom, pb.n_bottom)
+    (ta, ba), (tb, bb) = a, b
+    nyquist = rx if pa.nyquist and pb.nyquist else None
+    return half_spectrum_dot(
+        (ta[: ry + 1, : rx + 1], ba[ba.shape[0] - nb :, : rx + 1]),
+        (tb[: ry + 1, : rx + 1], bb[bb.shape[0] - nb :, : rx + 1]),
+        nyquist,
+    )
 
 
 @lru_cache(maxsize=128)

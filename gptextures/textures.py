@@ -22,7 +22,7 @@ import numpy as np
 from . import fft as _fft
 from . import seeds as _seeds
 from . import spectra
-from .fields import FieldPlan, draw_field, field_plan, half_spectrum_power, torus_shape
+from .fields import FieldPlan, draw_field, field_plan, overlap_dot, torus_shape
 from .spec import TextureSpec
 
 
@@ -112,22 +112,24 @@ def _render_sum_fourier(spec: TextureSpec, plans: tuple[FieldPlan, ...], seed: i
     h, w = spec.size
     ry = max(p.ry for p in plans)
     nb = max(p.n_bottom for p in plans)
-    rx = max(p.rx for p in plans)
-    spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend, rows=(ry + 1, nb))
+    levels = []  # (plan, (top, bottom)), each scaled to its weight x a unit-variance field
+    power = 0.0  # of the mix: sum of the levels' powers plus their cross terms (Parseval)
     for i, (lv, plan) in enumerate(zip(spec.levels, plans)):
         top, bottom = plan.coefficients(_level_rng(seed, i))
         top[0, 0] = 0.0  # per-sample mean removal
-        std = math.sqrt(plan.power(top, bottom)) / (h * w)
-        plan.place(spectrum, top, bottom, lv.weight / std, add=True)
-    # Normalise the mix over the union of the level boxes (the largest box).
-    top = spectrum[: ry + 1, : rx + 1]
-    bottom = spectrum[h - nb :, : rx + 1]
-    nyquist = rx if (w % 2 == 0 and rx == w // 2) else None
-    # Unit standard deviation, with the inverse FFT's 1 / (H W) folded in.
-    scale = np.float32(1.0 / math.sqrt(half_spectrum_power(top, bottom, nyquist)))
-    top *= scale
-    if nb:
-        bottom *= scale
+        p = plan.power(top, bottom)
+        s = np.float32(lv.weight * h * w / math.sqrt(p))  # unit std per level, then weighted
+        top *= s
+        bottom *= s
+        power += float(s) ** 2 * p
+        for other, blocks in levels:
+            power += 2.0 * overlap_dot(plan, (top, bottom), other, blocks)
+        levels.append((plan, (top, bottom)))
+    # Unit standard deviation of the image, with the inverse FFT's 1 / (H W) folded in.
+    scale = 1.0 / math.sqrt(power)
+    spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend, rows=(ry + 1, nb))
+    for plan, (top, bottom) in levels:
+        plan.place(spectrum, top, bottom, scale, add=True)
     return _fft.irfft2(spectrum, (h, w), threads=threads, backend=backend, normalise=False)
 
 

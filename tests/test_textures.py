@@ -22,7 +22,12 @@ def tex(**kw):
 @pytest.mark.parametrize(
     "spec",
     [tex(), tex(mix="product"), tex(periodic=False), tex(kernel="matern32", size=96),
-     TextureSpec(size=48, levels=(Level("a", (1.0, 2.0, 3.0)),))],
+     TextureSpec(size=48, levels=(Level("a", (1.0, 2.0, 3.0)),)),
+     # depth 3, a full-band level (0.6 px reaches the Nyquist column), a length scale shared by
+     # two levels, odd and even sides, unequal weights: the sum's power from the levels' powers
+     # and their cross terms must still give std 1
+     TextureSpec(size=(45, 64), levels=(Level("a", (0.6, 1.5), weight=0.5),
+                                        Level("b", (1.5, 4.0)), Level("c", (4.0, 7.0), 2.0)))],
 )
 def test_image_is_normalised(spec):
     for c in range(spec.num_classes):
