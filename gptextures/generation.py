@@ -33,6 +33,7 @@ import numpy as np
 
 from .io import hdf5 as _hdf5
 from .io.meta import check_formats, detect_format, ensure_writable_dir
+from .memory import keep_freed_memory
 from .spec import DatasetSpec
 
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -104,6 +105,7 @@ def render_block(spec_json: str, split: str, start: int, stop: int, encode: bool
 def _worker_init() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    keep_freed_memory()  # a worker process only renders: reuse image buffers (see memory.py)
 
 
 # ---- executors ----------------------------------------------------------------------------

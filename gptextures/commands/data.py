@@ -143,6 +143,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..generation import generate, parse_shard
+    from ..memory import keep_freed_memory
+
+    keep_freed_memory()  # this process renders and writes images: reuse their buffers
 
     shard = parse_shard(args.shard)  # bad syntax fails before any work
     spec = _source_spec(args.source)
