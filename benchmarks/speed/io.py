@@ -31,14 +31,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import gptextures
 from gptextures import DatasetSpec, presets
 from gptextures.fft import backend_name
-from gptextures.generation import generate, render_block
+from gptextures.generation import _worker_init, generate, render_block
 from gptextures.io import hdf5 as h5io
+from gptextures.memory import keep_freed_memory
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -101,6 +103,15 @@ def best_fresh(make: Callable[[Path], object], base: Path, repeats: int,
     return min(walls), min(cpus)
 
 
+def wall_cpu(fn: Callable[[], object]) -> Callable[[], tuple[float, float]]:
+    """``fn`` timed: returns its wall and process CPU seconds."""
+    def run() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - t, time.process_time() - c
+    return run
+
+
 def round_robin(fns: dict[str, Callable[[], tuple[float, float]]], rounds: int
                 ) -> dict[str, tuple[float, float]]:
     """Call every ``fn() -> (wall, cpu)`` once per round, in turn; best wall and CPU of each."""
@@ -109,6 +120,38 @@ def round_robin(fns: dict[str, Callable[[], tuple[float, float]]], rounds: int
         for k, fn in fns.items():
             out[k].append(fn())
     return {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in out.items()}
+
+
+def _alu_work(n: int) -> float:
+    """Pure-Python integer arithmetic: no memory traffic (seconds)."""
+    t, x = time.perf_counter(), 0
+    for i in range(n):
+        x += i * i
+    return time.perf_counter() - t
+
+
+def _stream_work(n: int) -> float:
+    """Streaming through 32 MiB with numpy: memory bandwidth (seconds)."""
+    a = np.ones(4 * 2**20)
+    t = time.perf_counter()
+    for _ in range(n):
+        a *= 1.0000001
+    return time.perf_counter() - t
+
+
+def machine_scaling(ctx: Any, repeats: int) -> dict[str, float]:
+    """The machine's own 1 -> 2 process ceiling: the same work alone and in two processes at
+    once (round-robin, best of ``repeats``), for arithmetic and for memory streaming."""
+    out = {}
+    with cf.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        for name, fn, n in (("alu", _alu_work, 2_000_000), ("memory", _stream_work, 20)):
+            list(pool.map(fn, [n // 10, n // 10]))  # start both workers
+            one, two = [], []
+            for _ in range(repeats):
+                one.append(fn(n))
+                two.append(max(pool.map(fn, [n, n])))
+            out[name] = 2 * min(one) / min(two)
+    return out
 
 
 def gen_only(spec: DatasetSpec) -> None:
@@ -188,6 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-save", action="store_true", help="print only; do not write results/")
     args = ap.parse_args(argv)
+    # As `gptextures generate` runs (it and its workers keep freed image buffers, see
+    # gptextures/memory.py), so that no figure pays page faults the command does not.
+    res_tuned = keep_freed_memory()
     per_class = 2 if args.quick else 8
     repeats = args.repeats or (1 if args.quick else 5)
     spec = bench_spec(per_class)
@@ -202,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         "note": "shared 2-core machine with concurrent jobs: timings are noisy; ratios are "
                 "measured in the same run",
         "loadavg_start": list(os.getloadavg()),
+        "allocator_keeps_freed_memory": res_tuned,
     }
     try:
         spec.sample("train", 0)  # plan caches
@@ -301,13 +348,21 @@ def main(argv: list[str] | None = None) -> dict:
 
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["gptextures.generation"])
-        with cf.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(2, mp_context=ctx, initializer=_worker_init) as pool:
             gen_pool(spec, pool)  # warm: start workers, plans
-            t_pool2 = best(lambda: gen_pool(spec, pool), repeats)
-            t_compute2 = best(lambda: gen_pool(spec, pool, render_sum), repeats)
+            gen_pool(spec, pool, render_sum)
+            # Round-robin with the one-process run, so that a change of machine speed between
+            # the two timings (frequent on this shared VM) does not enter the ratio.
+            rr = round_robin({"one": wall_cpu(lambda: gen_only(spec)),
+                              "two": wall_cpu(lambda: gen_pool(spec, pool, render_sum)),
+                              "two_images": wall_cpu(lambda: gen_pool(spec, pool))},
+                             max(repeats, 7))
+        t_one, t_compute2, t_pool2 = rr["one"][0], rr["two"][0], rr["two_images"][0]
+        res["generation_1_process_paired_s"] = t_one
         res["generation_2_workers_s"] = t_pool2
-        res["scaling_1_to_2_workers"] = t_gen / t_pool2
-        res["compute_scaling_1_to_2_workers"] = t_gen / t_compute2
+        res["scaling_1_to_2_workers"] = t_one / t_pool2
+        res["compute_scaling_1_to_2_workers"] = t_one / t_compute2
+        res["machine_scaling_1_to_2"] = machine_scaling(ctx, max(repeats, 5))
 
         t_h5_2, _ = best_fresh(lambda d: generate(spec, d, workers=2), tmp, repeats)
         res["generation_hdf5_2_workers_s"] = t_h5_2
@@ -408,6 +463,9 @@ def render_md(r: dict) -> str:
         f"| generation scaling 1 -> 2 worker processes, compute only (warm pool) |"
         f" {r['compute_scaling_1_to_2_workers']:.2f}x | >= 1.7x |"
         f" {ok(r['compute_scaling_1_to_2_workers'] >= 1.7)} |",
+        f"| the machine's own 1 -> 2 process scaling: arithmetic / memory streaming |"
+        f" {r['machine_scaling_1_to_2']['alu']:.2f}x /"
+        f" {r['machine_scaling_1_to_2']['memory']:.2f}x | | |",
         f"| same, images sent back to the parent (pickled through pipes) |"
         f" {r['scaling_1_to_2_workers']:.2f}x | >= 1.7x |"
         f" {ok(r['scaling_1_to_2_workers'] >= 1.7)} |",
@@ -430,7 +488,18 @@ def render_md(r: dict) -> str:
         f"| load_dataset(folder) first call (Arrow cache build) |"
         f" {r['load_dataset_prepare_s']:.2f} s | | |",
         "",
-        "How it is measured: every `generate` call writes into a fresh directory that is removed"
+        "Scaling: the one-process and the two-worker timings run round-robin, so a change of"
+        " machine speed between them does not enter the ratio. The machine's own row runs the"
+        " same work (pure-Python arithmetic; numpy streaming through 32 MiB) alone and in two"
+        " processes at once: no 2-process program can scale better than that here. On this VM"
+        " the two vCPUs share far more than a core's worth of resources, so the >= 1.7x target"
+        " cannot be shown on it; it needs a machine whose cores scale.",
+        "",
+        "How it is measured: like `gptextures generate`, this process and the worker processes"
+        " keep freed image buffers (`gptextures.memory.keep_freed_memory`: "
+        f"{'on' if r.get('allocator_keeps_freed_memory') else 'not available here'}), so that"
+        " no figure pays page faults the command does not."
+        " Every `generate` call writes into a fresh directory that is removed"
         " after its timing. Overwriting a complete output (`overwrite=True`) also unlinks the old"
         " file inside the call, hence the separate row. The HDF5 writer hands blocks to one"
         " writer thread whose checksums (numpy) and HDF5 calls (ctypes; h5py's when"
