@@ -78,15 +78,18 @@ def check_backend(backend: str) -> str:
 def wisdom_id() -> str | None:
     """Short hash of the shipped FFTW wisdom if it is in use here, else ``None``.
 
-    The wisdom is imported once per process, before the first plan. It is not used when
-    ``GPTEXTURES_FFT_WISDOM=0``, when pyFFTW is missing, or when FFTW rejects it (another FFTW
-    build or a CPU without the SIMD codelets it names).
+    Decided once per process, before the first plan (FFTW keeps imported wisdom for good, so
+    the answer cannot change later). It is not used when ``GPTEXTURES_FFT_WISDOM=0`` at that
+    moment, when pyFFTW is missing, or when FFTW rejects it (another FFTW build or a CPU without
+    the SIMD codelets it names).
     """
-    if not _HAVE_PYFFTW or os.environ.get("GPTEXTURES_FFT_WISDOM", "1") == "0":
+    if not _HAVE_PYFFTW:
         return None
     with _wisdom_lock:
         if "id" not in _wisdom_state:
             _wisdom_state["id"] = None
+            if os.environ.get("GPTEXTURES_FFT_WISDOM", "1") == "0":
+                return None
             try:
                 data = WISDOM_PATH.read_bytes()
             except OSError:
