@@ -6,6 +6,7 @@ evaluator all call it, so per-level scores are computed with the code that wrote
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ def _check_radices(radices: Sequence[int]) -> tuple[int, ...]:
 
 def num_classes(radices: Sequence[int]) -> int:
     """Number of classes: the product of the number of choices per level."""
-    return int(np.prod(_check_radices(radices), dtype=np.int64))
+    return math.prod(_check_radices(radices))
 
 
 def encode(level_labels: Sequence[int], radices: Sequence[int]) -> int:
