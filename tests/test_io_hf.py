@@ -103,6 +103,30 @@ def test_row_groups_keep_memory_flat(tmp_path, monkeypatch):
     assert load(out, "train").images.tobytes() == load("tiny", "train").images.tobytes()
 
 
+def test_parquet_write_error_surfaces_and_leaves_no_file(tmp_path, monkeypatch):
+    """Row groups are written by a background thread: its failure is the caller's exception,
+    rendering stops, and only the .partial file is left behind."""
+    monkeypatch.setattr(hf, "TARGET_ROW_GROUP_BYTES", 3 * 64 * 64 * 4)
+    calls = []
+    real = pq.ParquetWriter.write_table
+
+    def failing(self, table, *args, **kwargs):
+        calls.append(table.num_rows)
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        return real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing)
+    folder = tmp_path / "out"
+    (folder / "data").mkdir(parents=True)
+    spec = presets.get("tiny")
+    with pytest.raises(OSError, match="disk full"):
+        hf.write_file(spec.to_json(indent=None), str(folder), "train", 0, 1, 0, 16, "none")
+    assert len(calls) == 2  # stopped at the failure, not after rendering every group
+    names = sorted(p.name for p in (folder / "data").iterdir())
+    assert names == ["train-00000-of-00001.parquet.partial"]
+
+
 def test_resume_keeps_finished_files_and_matches(tmp_path, folder):
     w = hf.HFWriter.open(tmp_path / "r", SPEC, rows_per_file=5)
     first = w.pending()[:3]
