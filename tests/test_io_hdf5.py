@@ -229,6 +229,16 @@ def test_shards_merge_into_the_single_file(tmp_path, tiny_h5):
         h5io.merge([paths[0], paths[0], paths[1]], tmp_path / "m3.h5")
 
 
+def test_merge_copies_chunks_but_refuses_a_corrupt_one(tmp_path, tiny_h5):
+    """merge copies the stored chunks of uncompressed shards (checksums verified); a corrupt
+    chunk is named, like any read of it, and no merged file appears."""
+    paths = [_write_all(h5io.default_path(tmp_path, SPEC, (i, 2)), shard=(i, 2)) for i in (0, 1)]
+    _corrupt_image_chunk(paths[1], "test", 2)  # shard 1 holds test rows 8..15: row 10
+    with pytest.raises(CorruptDataError, match=r"split 'test', index 10 "):
+        h5io.merge(paths, tmp_path / "merged.h5")
+    assert not (tmp_path / "merged.h5").exists()
+
+
 def test_not_a_dataset(tmp_path):
     p = tmp_path / "x.h5"
     with h5py.File(p, "w") as f:

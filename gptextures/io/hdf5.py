@@ -608,6 +608,18 @@ def _read_rows(g: h5py.Group, a: int, b: int) -> EncodedChunks | np.ndarray | No
         return None
 
 
+def _merge_rows(d: HDF5Dataset, split: str, a: int, b: int, compression: str
+                ) -> EncodedChunks | np.ndarray:
+    """Rows ``a:b`` of a shard for :func:`merge`: the stored chunks themselves (checksums
+    verified, no decode and re-encode) for uncompressed shards; decoded images otherwise, or
+    when a chunk fails its checksum (reading it then raises the error that names it)."""
+    if compression == "none":
+        rows = _read_rows(d._group(split), a, b)
+        if rows is not None and len(rows) == b - a:
+            return rows
+    return d.images(split, a, b)
+
+
 def _spec_columns(spec: DatasetSpec, split: str, lo: int, hi: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the spec assigns to samples ``lo..hi-1`` of ``split``: class indices ``(k,)``,
@@ -1010,7 +1022,8 @@ def merge(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
                         b = min(a + step, hi - lo)
                         if lo + a < writer.next_index(s):  # resumed merge
                             continue
-                        writer.write(s, lo + a, d.images(s, a, b), labs[a:b], sds[a:b])
+                        writer.write(s, lo + a, _merge_rows(d, s, a, b, comp), labs[a:b],
+                                     sds[a:b])
                         if bar is not None:
                             bar.update(b - a)
             return writer.finish()
