@@ -117,3 +117,16 @@ def test_bad_render_arguments():
         render(tex(), 0, seed=-5)
     with pytest.raises(ValueError, match="mix: 'product' needs depth >= 2"):
         TextureSpec(size=32, levels=(Level("a", (1.0, 2.0)),), mix="product")
+
+
+def test_concurrent_renders_from_several_threads_give_the_same_bytes():
+    """Plans and buffers are per calling thread and the FFT pool is shared: renders from
+    several user threads at once (e.g. a threaded loader) must not mix their data."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = presets.get("golkar2018-mini").texture
+    jobs = [(c % spec.num_classes, 100 + c, 1 + c % 2) for c in range(12)]
+    expected = [render(spec, c, seed=s).tobytes() for c, s, _ in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda j: render(spec, j[0], seed=j[1], threads=j[2]).tobytes(), jobs))
+    assert got == expected
