@@ -221,12 +221,6 @@ class _PyfftwPlans:
     def __call__(self, threads: int) -> np.ndarray:
         """Unnormalised inverse transform of ``cols_in`` (a new float32 array)."""
         out = pyfftw.empty_aligned((self.shape[0], self.shape[1]), dtype=np.float32)
-        if threads == 1:
-            for j in range(len(self.cols)):
-                self._col(j)
-            for j in range(len(self.rows)):
-                self._row(j, out)
-            return out
         _run_parallel(self._col, [(j,) for j in range(len(self.cols))], threads)
         _run_parallel(self._row, [(j, out) for j in range(len(self.rows))], threads)
         return out
@@ -259,12 +253,11 @@ def _pyfftw_plans(shape: tuple[int, int], ncols: int) -> _PyfftwPlans:
     key = (shape, ncols)
     plan = plans.get(key)
     if plan is None:
-        plan = None
         if wisdom_id() is not None:
             try:
                 plan = _PyfftwPlans(shape, ncols, "wisdom")
             except RuntimeError:  # no wisdom for these problems
-                plan = None
+                pass
         if plan is None:
             plan = _PyfftwPlans(shape, ncols, "estimate")
         plans[key] = plan

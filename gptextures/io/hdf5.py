@@ -181,6 +181,7 @@ class _Lib:
     write_chunk: Callable[..., int]  # H5Dwrite_chunk(dset, dxpl, filters, offset*, size, buf*)
     flush: Callable[..., int]  # H5Fflush(object, scope)
     awrite: Callable[..., int]  # H5Awrite(attr, mem_type, buf*)
+    phil: Any  # h5py's global lock, held around every call
 
 
 _resolved: list[_Lib | None] = []  # [] until resolved once; then [lib or None]
@@ -237,7 +238,7 @@ def _resolve_lib() -> _Lib | None:
         fns[2].argtypes = [hid, hid, ctypes.c_void_p]
         for fn in fns:
             fn.restype = i32
-        return _Lib(*fns)
+        return _Lib(*fns, phil=phil)
     except Exception:  # noqa: BLE001 - any surprise: use h5py's own calls
         return None
 
@@ -262,11 +263,9 @@ def _write_chunk(ds: h5py.Dataset, row: int, chunk: bytes | np.ndarray) -> None:
     lib = _lib()
     offset = (row,) + (0,) * (ds.ndim - 1)
     if lib is not None:
-        from h5py._objects import phil
-
         buf = np.frombuffer(chunk, dtype=np.uint8)  # no copy; keeps the buffer alive
         off = (ctypes.c_uint64 * ds.ndim)(*offset)
-        with phil:  # no other HDF5 call meanwhile; ctypes releases the GIL for the call
+        with lib.phil:  # no other HDF5 call meanwhile; ctypes releases the GIL for the call
             if lib.write_chunk(ds.id.id, 0, 0, off, buf.nbytes, buf.ctypes.data) >= 0:
                 return  # (0: H5P_DEFAULT, no filter skipped)
     # h5py's call; after a failed ctypes call it writes the same bytes again and raises with
@@ -278,9 +277,7 @@ def _flush(h5: h5py.File) -> None:
     """``h5.flush()`` (H5Fflush, local scope), GIL-free when possible."""
     lib = _lib()
     if lib is not None:
-        from h5py._objects import phil
-
-        with phil:
+        with lib.phil:
             if lib.flush(h5.id.id, h5py.h5f.SCOPE_LOCAL) >= 0:
                 return
     h5.flush()
@@ -291,9 +288,7 @@ def _write_int64_attr(attr: h5py.h5a.AttrID, value: int) -> None:
     buf = np.array(value, dtype=np.int64)
     lib = _lib()
     if lib is not None:
-        from h5py._objects import phil
-
-        with phil:
+        with lib.phil:
             if lib.awrite(attr.id, h5py.h5t.NATIVE_INT64.id, buf.ctypes.data) >= 0:
                 return
     attr.write(buf)
