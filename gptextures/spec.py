@@ -24,7 +24,7 @@ from . import spectra
 
 #: Version of the generation algorithm; part of every fingerprint. Bump it whenever the bytes
 #: produced for a given spec and seed change.
-ALGORITHM_VERSION = "2"
+ALGORITHM_VERSION = "3"
 MIXES: tuple[str, ...] = ("sum", "product")
 MIN_SIZE, MAX_SIZE = 8, 16384
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")

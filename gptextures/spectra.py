@@ -203,7 +203,10 @@ def grid_weights(kernel: str, shape: tuple[int, int], length_scale: float) -> np
     return out
 
 
-def band_limit(weights: np.ndarray, rel_tol: float = 1e-14) -> tuple[int, int]:
+BAND_TOL = 1e-14  # weights below this fraction of the maximum get no noise (float32 level)
+
+
+def band_limit(weights: np.ndarray, rel_tol: float = BAND_TOL) -> tuple[int, int]:
     """Half-widths ``(ry, rx)`` of the frequency box outside which ``w < rel_tol * max(w)``.
 
     Rows ``[0, ry] U [H - ry, H)`` and columns ``[0, rx]`` of the real-FFT grid hold all the

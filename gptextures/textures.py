@@ -112,24 +112,22 @@ def _render_sum_fourier(spec: TextureSpec, plans: tuple[FieldPlan, ...], seed: i
     h, w = spec.size
     ry = max(p.ry for p in plans)
     nb = max(p.n_bottom for p in plans)
-    levels = []  # (plan, (top, bottom)), each scaled to its weight x a unit-variance field
+    levels = []  # (plan, (top, bottom), factor to a unit-variance field x the level's weight)
     power = 0.0  # of the mix: sum of the levels' powers plus their cross terms (Parseval)
     for i, (lv, plan) in enumerate(zip(spec.levels, plans)):
         top, bottom = plan.coefficients(_level_rng(seed, i))
         top[0, 0] = 0.0  # per-sample mean removal
         p = plan.power(top, bottom)
-        s = np.float32(lv.weight * h * w / math.sqrt(p))  # unit std per level, then weighted
-        top *= s
-        bottom *= s
-        power += float(s) ** 2 * p
-        for other, blocks in levels:
-            power += 2.0 * overlap_dot(plan, (top, bottom), other, blocks)
-        levels.append((plan, (top, bottom)))
+        s = lv.weight * h * w / math.sqrt(p)  # unit std per level, then weighted
+        power += s * s * p
+        for other, blocks, s_other in levels:
+            power += 2.0 * s * s_other * overlap_dot(plan, (top, bottom), other, blocks)
+        levels.append((plan, (top, bottom), s))
     # Unit standard deviation of the image, with the inverse FFT's 1 / (H W) folded in.
     scale = 1.0 / math.sqrt(power)
     spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend, rows=(ry + 1, nb))
-    for plan, (top, bottom) in levels:
-        plan.place(spectrum, top, bottom, scale, add=True)
+    for plan, (top, bottom), s in levels:
+        plan.place(spectrum, top, bottom, s * scale, add=True)
     return _fft.irfft2(spectrum, (h, w), threads=threads, backend=backend, normalise=False)
 
 

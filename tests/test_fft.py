@@ -50,21 +50,42 @@ def test_backend_selection_and_errors(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", fft.available_backends())
-def test_repeated_calls_and_threads_stay_exact(backend):
+# (200, 1024): the row stage runs in blocks of 64 rows plus a last block of 8, on 2 lanes
+@pytest.mark.parametrize("shape,ncols", [((96, 80), 20), ((200, 1024), 40)])
+def test_repeated_calls_and_threads_stay_exact(backend, shape, ncols):
     """Plans and buffers are reused between calls: a stale or destroyed buffer would show here."""
-    shape, ncols = (96, 80), 20
+    h, w = shape
     rng = np.random.default_rng(1)
     for _ in range(3):
-        block = (rng.standard_normal((96, ncols)) + 1j * rng.standard_normal((96, ncols))).astype(
+        block = (rng.standard_normal((h, ncols)) + 1j * rng.standard_normal((h, ncols))).astype(
             np.complex64
         )
-        full = np.zeros((96, 41), np.complex128)
+        full = np.zeros((h, w // 2 + 1), np.complex128)
         full[:, :ncols] = block
         expect = np.fft.irfft2(full, s=shape)
         outs = [fft.irfft2(block.copy(), shape, threads=t, backend=backend) for t in (1, 2, 3)]
         for out in outs:
-            assert np.abs(out - expect).max() < 1e-5 * np.abs(expect).max() * np.log2(96 * 80)
+            assert np.abs(out - expect).max() < 1e-5 * np.abs(expect).max() * np.log2(h * w)
         assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+
+
+@pytest.mark.skipif("pyfftw" not in fft.available_backends(), reason="needs pyFFTW")
+def test_row_stage_blocks_cover_every_row_once():
+    """Row blocks (fixed, a power of two of rows) tile the image; a last short block has its
+    own plan; every lane has its own padded buffer whose zero columns stay zero."""
+    plans = fft._PyfftwPlans((200, 1024), 40, "estimate")
+    assert fft._row_block(200, 1024) == 64
+    assert plans.blocks == [(0, 64), (64, 128), (128, 192), (192, 200)]
+    assert len(plans.lanes) == 2 and sorted(plans.lanes[0].plans) == [8, 64]
+    assert fft._row_block(1024, 1024) * 1024 * 4 <= fft._BLOCK_BYTES
+    assert fft._row_block(256, 256) == 256  # a small image is one block
+    plans.cols_in[...] = 0
+    plans.cols_in[0] = np.arange(1, 41)  # only ky = 0: every row of the image is the same
+    out = plans(2)
+    expect = np.fft.irfft(np.r_[np.arange(1, 41), np.zeros(473)], n=1024) * 1024  # unnormalised
+    np.testing.assert_allclose(out, np.broadcast_to(expect, out.shape), rtol=0,
+                               atol=1e-5 * np.abs(expect).max() * np.log2(200 * 1024))
+    assert not any(lane.padded[:, 40:].any() for lane in plans.lanes)
 
 
 @pytest.mark.parametrize("backend", fft.available_backends())

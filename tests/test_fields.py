@@ -143,3 +143,27 @@ def test_bad_input(kwargs, exc, match):
     kwargs.setdefault("seed", 0)
     with pytest.raises(exc, match=match):
         sample_field(**kwargs)
+
+
+def test_noise_is_drawn_only_where_the_spectrum_matters():
+    """Band-limited sampling: noise only where the weights reach 1e-14 of their maximum (a
+    disk inside the band box). For the squared exponential the power beyond that radius is a
+    Gaussian tail, a fraction ~1e-14 of the variance; 1e-12 leaves room for the grid."""
+    shape, ell = (1024, 1024), 9.5
+    plan = fields.field_plan("squared_exponential", shape, ell)
+    w = spectra.grid_weights("squared_exponential", shape, ell)  # (H, W // 2 + 1)
+    mult = np.full(w.shape, 2.0)
+    mult[:, 0] = mult[:, -1] = 1.0  # self-mirrored columns count once on the full grid
+    rows = np.r_[0 : plan.ry + 1, shape[0] - plan.n_bottom : shape[0]]
+    np.testing.assert_array_equal(plan.mask, w[rows, : plan.rx + 1] >= 1e-14 * w.max())
+    kept = np.zeros(w.shape, bool)
+    kept[rows, : plan.rx + 1] = plan.mask
+    assert (w * mult)[~kept].sum() / (w * mult).sum() < 1e-12
+    # a disk (pi / 4 of its box) plus its staircase edge: fewer deviates than the box
+    assert plan.noise_count == 2 * plan.mask.sum() < 0.8 * 2 * plan.mask.size
+    top, bottom = plan.coefficients(np.random.Generator(np.random.SFC64(5)))
+    coef = np.concatenate([top, bottom])
+    assert coef[plan.mask].all()
+    off = ~plan.mask
+    off[plan.ry + 1 :, 0] = False  # column 0's lower half mirrors its upper half
+    assert not coef[off].any()
