@@ -5,10 +5,12 @@ aliased spectral weights (:func:`gptextures.spectra.grid_weights`) and ``Z`` uni
 noise with Hermitian symmetry. Its covariance at every integer lag is the kernel periodised over
 the torus, the zero-frequency mode included (no renormalisation here).
 
-Band-limited fast path: noise is drawn only inside the box of frequencies where the weights
-exceed ``1e-14`` of their maximum (for the squared-exponential kernel at ``l = 80`` px that is
-~0.1% of a 1024x1024 grid; at ``l = 9.5`` px ~7%); outside, the spectrum is below float32
-resolution, so the field is unchanged in every byte that matters while the noise costs a fraction.
+Band-limited fast path: noise is drawn only at the frequencies where the weights reach ``1e-14``
+of their maximum (a disk for these isotropic kernels: for the squared exponential at ``l = 80``
+px ~0.1% of a 1024x1024 grid, at ``l = 9.5`` px ~6%); elsewhere the spectrum is below float32
+resolution (the variance left out is ~1e-14 of the total), so the field is unchanged in every
+byte that matters while the noise costs a fraction. The inverse FFT only runs over the disk's
+bounding box of columns.
 
 Hermitian symmetry: columns ``kx = 0`` and ``kx = W/2`` (``W`` even) of a real-FFT half spectrum
 are their own mirror images. Their entries are made conjugate-symmetric (``Z[-ky] = conj(Z[ky])``,

@@ -4,7 +4,7 @@ For the ``sum`` mix on the torus every class is (up to per-sample normalisation)
 stationary Gaussian field, so the discrete Fourier coefficients ``X_k`` of an image are
 independent with variance ``s^2 P_c(k)``. ``P_c`` is built from the generator's own spectra:
 level ``i`` contributes ``weight_i^2 * w_i(k) / sum_{k != 0} w_i(k)`` (the kernel's aliased grid
-weights :func:`gptextures.spectra.grid_weights`, restricted to the generator's band-limited box
+weights :func:`gptextures.spectra.grid_weights`, restricted to where the generator draws noise
 and normalised as the per-sample level normalisation does on average), plus a white floor for
 the float32 rounding noise of the generator; frequencies where no class rises above
 ``min_snr`` times that floor are dominated by rounding and are left out. Over the remaining
