@@ -185,8 +185,8 @@ _BLOCK_BYTES = 2**18  # row-stage output per block; its padded input is as large
 
 
 def _row_block(h: int, w: int) -> int:
-    """Rows per row-stage block: the largest power of two (>= 8) whose float32 output rows
-    take at most ``_BLOCK_BYTES``, capped at ``h`` (64 rows at 1024 px)."""
+    """Rows per row-stage block: the largest power of two whose float32 output rows take at
+    most ``_BLOCK_BYTES``, but at least 8 and at most ``h`` (64 rows at 1024 px)."""
     rows = 8
     while 2 * rows * 4 * w <= _BLOCK_BYTES:
         rows *= 2
@@ -334,10 +334,12 @@ def irfft2(
         if block is plans.cols_in:
             if scale is not None:
                 block *= scale
-        elif scale is not None:
-            np.multiply(block, scale, out=plans.cols_in)
         else:
-            plans.cols_in[...] = block
+            if scale is not None:
+                np.multiply(block, scale, out=plans.cols_in)
+            else:
+                plans.cols_in[...] = block
+            plans.dirty_rows = (h, 0)  # every row written: the next spectrum_buffer zeroes all
         return plans(threads)
     norm = "backward" if normalise else "forward"
     if backend == "scipy":

@@ -197,8 +197,11 @@ def field_plan(kernel: str, shape: tuple[int, int], length_scale: float) -> Fiel
     amp = np.sqrt(weights * (h * w / 2))
     rows = np.r_[0 : ry + 1, h - n_bottom : h]
     box = amp[rows, : rx + 1]
-    keep = weights[rows, : rx + 1] >= spectra.BAND_TOL * weights.max()
-    mask = np.ascontiguousarray(keep)
+    mask = np.ascontiguousarray(weights[rows, : rx + 1] >= spectra.BAND_TOL * weights.max())
+    # Self-mirrored columns: the lower rows are the conjugates of the upper ones (coefficients),
+    # so their mask is the mirror of the upper rows' too, whatever rounding did at the cutoff.
+    for c in [0, rx] if (w % 2 == 0 and rx == w // 2 and rx > 0) else [0]:
+        mask[ry + 1 :, c] = mask[1 : 1 + n_bottom, c][::-1]
     amplitudes = box[mask].astype(np.float32)
     for a in (mask, amplitudes):
         a.setflags(write=False)

@@ -110,6 +110,18 @@ def test_spectrum_buffer_is_zeroed_on_every_call():
         fft.spectrum_buffer((64, 64), 12, rows=(65, 0))
 
 
+def test_a_caller_block_does_not_leave_stale_rows_behind():
+    """irfft2 of the caller's own array fills the reusable plan input in every row; the next
+    spectrum_buffer (which re-zeroes only the rows its last user wrote) must clear them all."""
+    from gptextures import fields
+
+    plan = fields.field_plan("squared_exponential", (64, 64), 4.0)
+    ref = fields.draw_field(plan, np.random.default_rng(1), (64, 64))
+    fft.irfft2(np.ones((64, plan.rx + 1), np.complex64), (64, 64))
+    again = fields.draw_field(plan, np.random.default_rng(1), (64, 64))
+    assert again.tobytes() == ref.tobytes()
+
+
 def _wisdom_probe(env_wisdom: str) -> dict:
     code = (
         "import json, numpy as np; from gptextures import fft, presets, render\n"
