@@ -94,9 +94,8 @@ class FieldPlan:
         box = np.zeros(self.mask.shape, dtype=np.complex64)
         box[self.mask] = z
         top, bottom = box[: self.ry + 1], box[self.ry + 1 :]
-        cols = [0, self.rx] if self.nyquist and self.rx > 0 else [0]
         h = self.shape[0]
-        for c in cols:
+        for c in _mirrored_columns(self.rx, self.nyquist):
             # Conjugate-symmetric self-mirrored columns (the weights are symmetric); real
             # (variance 2, like |z|^2 elsewhere) at self-conjugate rows.
             bottom[:, c] = np.conj(top[1 : 1 + self.n_bottom, c][::-1])
@@ -128,6 +127,12 @@ class FieldPlan:
             np.multiply(top, s, out=dst_top)
             if dst_bot is not None:
                 np.multiply(bottom, s, out=dst_bot)
+
+
+def _mirrored_columns(rx: int, nyquist: bool) -> list[int]:
+    """Columns of a real-FFT half spectrum that are their own mirror images: 0 and, when the
+    band reaches it, the Nyquist column ``rx = W/2``."""
+    return [0, rx] if nyquist and rx > 0 else [0]
 
 
 def half_spectrum_dot(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
@@ -200,13 +205,14 @@ def field_plan(kernel: str, shape: tuple[int, int], length_scale: float) -> Fiel
     mask = np.ascontiguousarray(weights[rows, : rx + 1] >= spectra.BAND_TOL * weights.max())
     # Self-mirrored columns: the lower rows are the conjugates of the upper ones (coefficients),
     # so their mask is the mirror of the upper rows' too, whatever rounding did at the cutoff.
-    for c in [0, rx] if (w % 2 == 0 and rx == w // 2 and rx > 0) else [0]:
+    nyquist = w % 2 == 0 and rx == w // 2
+    for c in _mirrored_columns(rx, nyquist):
         mask[ry + 1 :, c] = mask[1 : 1 + n_bottom, c][::-1]
     amplitudes = box[mask].astype(np.float32)
     for a in (mask, amplitudes):
         a.setflags(write=False)
     return FieldPlan(
-        shape=shape, ry=ry, rx=rx, n_bottom=n_bottom, nyquist=(w % 2 == 0 and rx == w // 2),
+        shape=shape, ry=ry, rx=rx, n_bottom=n_bottom, nyquist=nyquist,
         mask=mask, amplitudes=amplitudes,
     )
 
