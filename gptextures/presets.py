@@ -2,6 +2,11 @@
 
 Each preset says why its numbers are what they are. A preset's ``version`` changes whenever its
 spec changes, and its fingerprint changes with it, so leaderboards never mix two datasets.
+
+Version history: 1.1.0 added a ``val`` split (25 images per class) to the benchmark presets for
+model selection (learning rates, steps) that never touches ``test``. A split's images come from
+(dataset seed, split name, index), so ``train`` and ``test`` kept their bytes; the fingerprint
+changed because the spec did.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from .spec import DatasetSpec, Level, TextureSpec
 def _golkar2018() -> DatasetSpec:
     return DatasetSpec(
         name="golkar2018",
-        version="1.0.0",
+        version="1.1.0",
         texture=TextureSpec(
             size=1024,
             levels=(Level("small", (9.5, 10.0)), Level("large", (80.0, 140.0))),
@@ -20,13 +25,14 @@ def _golkar2018() -> DatasetSpec:
             mix="sum",
             periodic=True,
         ),
-        splits={"train": 1, "test": 25},
+        splits={"train": 1, "val": 25, "test": 25},
         seed=2018,
         description=(
             "The two-scale GP texture task of Golkar & Cranmer, 'Backdrop: stochastic "
             "backpropagation' (2018), section 3.2: 1024x1024 monochrome images, small-scale "
             "length 9.5 or 10 px, large-scale length 80 or 140 px, 4 classes, one training "
-            "image per class (one-shot) and 25 test images per class (100 in all)."
+            "image per class (one-shot), 25 validation images per class for model selection "
+            "and 25 test images per class (100 in all)."
         ),
     )
 
@@ -37,12 +43,12 @@ def _golkar2018_mini() -> DatasetSpec:
     # 9.5:10 and 80:140 are kept; a baseline CNN trains on 2 CPU cores in minutes.
     return DatasetSpec(
         name="golkar2018-mini",
-        version="1.0.0",
+        version="1.1.0",
         texture=TextureSpec(
             size=256,
             levels=(Level("small", (2.375, 2.5)), Level("large", (20.0, 35.0))),
         ),
-        splits={"train": 1, "test": 25},
+        splits={"train": 1, "val": 25, "test": 25},
         seed=2018,
         description=(
             "golkar2018 scaled down 4x (256x256 px; small 2.375 or 2.5 px, large 20 or 35 px): "
@@ -58,7 +64,7 @@ def _gp3_512() -> DatasetSpec:
     # spread; 512 px keeps the coarsest scale (64 px) under the 84 px limit of a 512 image.
     return DatasetSpec(
         name="gp3-512",
-        version="1.0.0",
+        version="1.1.0",
         texture=TextureSpec(
             size=512,
             levels=(
@@ -67,11 +73,12 @@ def _gp3_512() -> DatasetSpec:
                 Level("coarse", (40.0, 64.0)),
             ),
         ),
-        splits={"train": 2, "test": 25},
+        splits={"train": 2, "val": 25, "test": 25},
         seed=3,
         description=(
             "A depth-3 hierarchy on 512x512 images: fine 3 or 3.6 px, medium 10 or 14 px, "
-            "coarse 40 or 64 px; 8 classes, 2 training and 25 test images per class."
+            "coarse 40 or 64 px; 8 classes, 2 training, 25 validation and 25 test images per "
+            "class."
         ),
     )
 

@@ -48,8 +48,8 @@ def test_presets(capsys):
     code, out, _ = run(capsys, "presets", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     g = presets.get("golkar2018")
-    assert rows["golkar2018"]["approx_bytes"] == 104 * (1024 * 1024 * 4 + 8 * 4)
-    assert rows["golkar2018"]["samples"] == {"train": 4, "test": 100}
+    assert rows["golkar2018"]["approx_bytes"] == 204 * (1024 * 1024 * 4 + 8 * 4)
+    assert rows["golkar2018"]["samples"] == {"train": 4, "val": 100, "test": 100}
     assert rows["golkar2018"]["fingerprint"] == g.fingerprint
 
 

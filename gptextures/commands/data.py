@@ -131,12 +131,12 @@ def cmd_presets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     head = f"{'preset':<17}{'version':<9}{'size':<11}{'depth':>5}{'classes':>8}  " \
-           f"{'samples':<22}{'disk (approx)':>14}  fingerprint"
+           f"{'samples':<30}{'disk (approx)':>14}  fingerprint"
     print(head)
     for r in rows:
         samples = ", ".join(f"{k} {v}" for k, v in r["samples"].items())
         print(f"{r['name']:<17}{r['version']:<9}{r['size']:<11}{r['depth']:>5}{r['classes']:>8}  "
-              f"{samples:<22}{'~' + _human(r['approx_bytes']):>14}  {r['fingerprint'][:12]}")
+              f"{samples:<30}{'~' + _human(r['approx_bytes']):>14}  {r['fingerprint'][:12]}")
     print("disk size ~ H*W*4 bytes per image + labels (uncompressed HDF5); approximate")
     return 0
 
