@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__
 
-_AREAS = ("data", "scoring")
+_AREAS = ("data", "scoring", "publish")
 
 
 def build_parser() -> argparse.ArgumentParser:

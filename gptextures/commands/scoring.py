@@ -60,6 +60,10 @@ def register(subparsers: Any) -> None:
                         " <!-- leaderboard:end -->")
     r.set_defaults(func=cmd_render)
 
+    from .publish import register_leaderboard_sync  # pull/push: the Hub (commands/publish.py)
+
+    register_leaderboard_sync(sub, _board_path, DEFAULT_DIR)
+
 
 def _board_path(board: str, directory: str) -> Path:
     from .. import presets

@@ -337,12 +337,19 @@ def _write_metadata(folder: Path, spec: DatasetSpec, files: Sequence[ParquetFile
         (folder / "README.md").write_text(dataset_card(spec, splits=present))
 
 
-def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None) -> str:
+def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None, *, preview: str = "",
+                 load_args: str = '"path/or/repo"', hub_sections: str = "",
+                 made_by: tuple[str, str] | None = None) -> str:
     """The README.md of a folder: ``cards/dataset_card.md`` filled in (YAML front matter).
 
     Args:
         spec: the dataset.
         splits: the splits the folder holds (default: all of the spec's).
+        preview, load_args, hub_sections: what a Hub repo's card adds (``gptextures.hub``): the
+            preview after the introduction, the ``load_dataset`` arguments, and sections before
+            the license; a folder's own card leaves them out.
+        made_by: ``(package version, FFT backend)`` that wrote the files (default: this
+            process's).
     """
     import string
     from importlib import resources
@@ -390,8 +397,10 @@ def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None) -> str:
         depth=spec.texture.depth, num_classes=spec.num_classes, kernel=spec.texture.kernel,
         mix=spec.texture.mix, periodic="periodic" if spec.texture.periodic else "non-periodic",
         levels_table=levels, splits_table=split_rows, classes_table=classes, seed=spec.seed,
-        package_version=__version__, fft_backend=backend_name(),
-        spec_json=spec.to_json(indent=2),
+        package_version=made_by[0] if made_by else __version__,
+        fft_backend=made_by[1] if made_by else backend_name(),
+        spec_json=spec.to_json(indent=2), preview=preview, load_args=load_args,
+        hub_sections=hub_sections,
     )
 
 
