@@ -308,3 +308,21 @@ def test_unreachable_scheduler_fails_fast_naming_it():
         run_jobs([{"config": {"dataset": "tiny"}, "run_dir": "x"}],
                  scheduler="tcp://127.0.0.1:9", progress=False)
     assert time.monotonic() - t < 30
+
+
+def test_gptextures_leaderboard_add_takes_run_folders(tmp_path, capsys):
+    from gptextures.cli import main as gt_main
+
+    folders = [tmp_path / f"s{seed}" for seed in range(3)]
+    for seed, f in enumerate(folders):
+        train(tiny_config(seed=seed, steps=1), f, progress=False)
+    board = tmp_path / "tiny.json"
+    assert gt_main(["leaderboard", "add", str(board), *map(str, folders), "--dataset", "tiny",
+                    "--method", "my GPNet"]) == 0
+    assert "added 'my GPNet'" in capsys.readouterr().out
+    entry = Leaderboard.load(board).entries[0]
+    assert entry["seeds"] == [0, 1, 2] and entry["training"]["steps"] == 1
+    # a run folder next to an entry file is refused, naming what was given
+    assert gt_main(["leaderboard", "add", str(board), str(folders[0]),
+                    str(tmp_path / "e.json")]) == 2
+    assert "run folders only" in capsys.readouterr().err
