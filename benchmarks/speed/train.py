@@ -32,6 +32,15 @@ from benchmarks.paper.table2 import PAPER, SCALES, row_configs
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
+def step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+         efficient: bool) -> None:
+    """One training step: forward, cross-entropy, backward, Adam."""
+    net.efficient = efficient
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+
+
 def measure(scale: str, repeats: int, warmup: int = 3) -> list[dict]:
     """Rows of (configuration, method, s/step, images/s)."""
     sc = SCALES[scale]
@@ -48,19 +57,12 @@ def measure(scale: str, repeats: int, warmup: int = 3) -> list[dict]:
         net = build_model(cfg, torch.Generator().manual_seed(0))
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
         net.train()
-
-        def step(efficient: bool) -> None:
-            net.efficient = efficient
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
-
         methods = {"naive": False, "efficient": True} if cfg.active_masks() else {"plain": False}
         times: dict[str, list[float]] = {m: [] for m in methods}
         for r in range(warmup + repeats):
             for m, eff in methods.items():
                 t0 = time.perf_counter()
-                step(eff)
+                step(net, opt, x, y, eff)
                 if r >= warmup:
                     times[m].append(time.perf_counter() - t0)
         naive = statistics.median(times.get("naive", times.get("plain")))
