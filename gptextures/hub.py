@@ -505,14 +505,6 @@ def board_path(fingerprint: str) -> str:
 
 
 # ---- runs (trained models) -----------------------------------------------------------------
-def _load_run(path: str | os.PathLike[str]) -> Any:
-    try:
-        from .runs import load_run
-    except ImportError:
-        from ._run_folder import load_run
-    return load_run(path)
-
-
 def plan_run(run_folder: str | os.PathLike[str], repo_id: str, *, dataset_repo: str,
              dataset_revision: str | None = None, tag: str | None = None,
              revision: str = "main") -> Plan:
@@ -535,7 +527,9 @@ def plan_run(run_folder: str | os.PathLike[str], repo_id: str, *, dataset_repo: 
     check_ref(revision, "revision")
     if tag is not None:
         check_ref(tag, "tag")
-    run = _load_run(run_folder)
+    from .runs import load_run
+
+    run = load_run(run_folder)
     cfg = run.config
     ds_rev = check_ref(dataset_revision if dataset_revision is not None
                        else f"v{cfg['dataset']['version']}", "dataset_revision")
