@@ -29,7 +29,7 @@ def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_plan(tiny_hf: Path):
-    from gptextures.hub import plan_dataset
+    from gptextures.publication import plan_dataset
 
     with plan_dataset(tiny_hf, "alice/tiny") as plan:
         yield plan
@@ -131,7 +131,7 @@ def test_bad_publish_arguments_are_named(tiny_hf: Path, capsys, argv, message) -
 
 
 def test_shards_and_unfinished_folders_are_refused(tmp_path: Path) -> None:
-    from gptextures.hub import plan_dataset
+    from gptextures.publication import plan_dataset
 
     spec = presets.get("tiny")
     shard = generate(spec, tmp_path, formats="hf", shard=(0, 2)).paths["hf"]
@@ -147,7 +147,7 @@ def test_shards_and_unfinished_folders_are_refused(tmp_path: Path) -> None:
 def test_an_hdf5_file_is_exported_with_its_own_bytes(tmp_path: Path, tiny_hf: Path) -> None:
     import h5py
 
-    from gptextures.hub import plan_dataset
+    from gptextures.publication import plan_dataset
 
     h5 = generate(presets.get("tiny"), tmp_path, formats="hdf5").paths["hdf5"]
     with plan_dataset(h5, "alice/tiny") as plan:
@@ -211,7 +211,7 @@ def test_preview_of_a_folder_shows_its_stored_images(tiny_hf: Path, tmp_path: Pa
 def test_model_card_holds_per_level_results_as_eval_results(tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
-    from gptextures.hub import plan_run
+    from gptextures.publication import plan_run
 
     spec = presets.get("tiny")
     run = make_run_folder(tmp_path / "run", spec, wrong=3)
@@ -239,7 +239,7 @@ def test_torch_state_dict_weights_are_converted_to_safetensors(tmp_path: Path) -
     import torch
     from safetensors.torch import load_file
 
-    from gptextures.hub import plan_run
+    from gptextures.publication import plan_run
 
     run = make_run_folder(tmp_path / "run", presets.get("tiny"), weights="pt")
     with plan_run(run, "alice/gpnet", dataset_repo="alice/tiny") as plan:
@@ -253,7 +253,7 @@ def test_torch_state_dict_weights_are_converted_to_safetensors(tmp_path: Path) -
 
 
 def test_unfinished_or_inconsistent_runs_are_refused(tmp_path: Path) -> None:
-    from gptextures.hub import plan_run
+    from gptextures.publication import plan_run
 
     spec = presets.get("tiny")
     run = make_run_folder(tmp_path / "a", spec)
@@ -273,7 +273,7 @@ def test_unfinished_or_inconsistent_runs_are_refused(tmp_path: Path) -> None:
 
 # ---- leaderboards ------------------------------------------------------------------------
 def _board(tmp_path: Path) -> Leaderboard:
-    from gptextures.hub import shipped_board
+    from gptextures.publication import shipped_board
 
     return Leaderboard.load(shipped_board("tiny"))
 

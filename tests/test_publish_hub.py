@@ -269,8 +269,8 @@ def test_publish_a_run_folder_with_its_results_on_the_dataset_repo(
 
 def test_leaderboard_push_and_pull(hub: HubServer, data: dict, env: dict,
                                    tmp_path: Path) -> None:
-    from gptextures.hub import shipped_board
     from gptextures.leaderboard import Leaderboard
+    from gptextures.publication import shipped_board
 
     repo = "alice/tiny-board"
     shipped = Leaderboard.load(shipped_board("tiny"))

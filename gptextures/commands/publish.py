@@ -94,7 +94,8 @@ def _quiet_client() -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from ..hub import HubError, dataset_source, plan_dataset, plan_run, publish
+    from ..hub import HubError, publish
+    from ..publication import dataset_source, plan_dataset, plan_run
 
     kind = dataset_source(args.source)
     if kind == "run":
