@@ -32,9 +32,8 @@ from typing import Any
 from .leaderboard import Leaderboard
 from .publication import BOARD_DIR, Plan, board_path, check_repo_id, endpoint, repo_url
 
+
 # ---- errors -------------------------------------------------------------------------------
-
-
 class HubError(Exception):
     """A publication failed; the message says why and what to do (never the token)."""
 
@@ -88,8 +87,6 @@ def _git_blob_oid(data: bytes) -> str:
 
 
 # ---- talking to the Hub --------------------------------------------------------------------
-
-
 def _is_network_error(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None:
@@ -365,8 +362,6 @@ def _merge_remote_board(hub: _Hub, plan: Plan, remote_files: list[str], head: st
 
 
 # ---- leaderboards ------------------------------------------------------------------------
-
-
 @dataclass
 class MergeReport:
     """Methods added, already equal, replaced, and in conflict (kept as they were)."""

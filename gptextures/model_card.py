@@ -7,6 +7,7 @@ evaluation results on the named dataset repo, split and revision.
 
 from __future__ import annotations
 
+import json
 import string
 from importlib import resources
 from typing import Any
@@ -64,6 +65,8 @@ def model_card(run: Any, repo_id: str, dataset_repo: str, dataset_revision: str,
     """The README.md of a model repo for a run (see :func:`gptextures.hub.plan_run`)."""
     from huggingface_hub import ModelCardData
 
+    from .runs import hardware_text
+
     cfg, info, ev, spec = run.config, run.run, run.evaluation, run.spec
     meta = ModelCardData(
         license="bsd-3-clause", tags=["gptextures", "backdrop", "multi-scale", "pytorch"],
@@ -78,15 +81,16 @@ def model_card(run: Any, repo_id: str, dataset_repo: str, dataset_revision: str,
     rows.append(f"| worst level (`{ev.worst_level}`) | {_pct(ev.worst_level_accuracy)} |")
     if ev.log_loss is not None:
         rows.append(f"| log-loss (nats) | {ev.log_loss:.3f} |")
-    training = "\n".join(f"| {k} | `{v}` |" for k, v in cfg.get("training", {}).items())
-    training += f"\n| model arguments | `{cfg['model'].get('kwargs')}` |"
+    training = "\n".join(f"| {k} | `{json.dumps(v)}` |"
+                         for k, v in cfg.get("training", {}).items())
+    training += f"\n| model arguments | `{json.dumps(cfg['model'].get('kwargs'))}` |"
     masks_long, masks_short = _masks(cfg)
     crop = cfg.get("crop")
     crop_text = "the whole image (no cropping, no augmentation)" if not crop else (
         f"crops: {crop.get('tiles')} tiles of {crop.get('tile_px')} px"
         + (f" ({crop['eval']})" if crop.get("eval") else ""))
     hw = info.get("hardware") or {}
-    hardware = ", ".join(f"{k} {v}" for k, v in hw.items()) if isinstance(hw, dict) else str(hw)
+    hardware = hardware_text(hw) if isinstance(hw, dict) else str(hw)
     files = "\n".join(f"| `{n}` | {d} |" for n, d in _FILES.items()
                       if (run.path / n).is_file() or n == "model.safetensors")
     template = (resources.files("gptextures.cards") / "model_card.md").read_text()

@@ -58,8 +58,6 @@ def repo_url(repo_id: str, repo_type: str, ref: str | None = None) -> str:
 
 
 # ---- what one publication uploads ----------------------------------------------------------
-
-
 @dataclass
 class Upload:
     """One file of a publication: ``path_in_repo`` <- a local file or bytes."""
@@ -170,8 +168,6 @@ def _sha256(src: Path | bytes) -> str:
 
 
 # ---- datasets ------------------------------------------------------------------------------
-
-
 def dataset_source(path: str | os.PathLike[str]) -> str:
     """``"hf"``, ``"hdf5"`` or ``"run"`` for a path ``gptextures publish`` accepts."""
     p = Path(path)
@@ -443,8 +439,6 @@ def board_path(fingerprint: str) -> str:
 
 
 # ---- runs (trained models) -----------------------------------------------------------------
-
-
 def plan_run(run_folder: str | os.PathLike[str], repo_id: str, *, dataset_repo: str,
              dataset_revision: str | None = None, tag: str | None = None,
              revision: str = "main") -> Plan:
@@ -461,14 +455,13 @@ def plan_run(run_folder: str | os.PathLike[str], repo_id: str, *, dataset_repo: 
     CSV files and a model card whose ``model-index`` holds the joint and per-level accuracies.
     """
     from .model_card import model_card
+    from .runs import load_run
 
     check_repo_id(repo_id)
     check_repo_id(dataset_repo, "dataset_repo")
     check_ref(revision, "revision")
     if tag is not None:
         check_ref(tag, "tag")
-    from .runs import load_run
-
     run = load_run(run_folder)
     cfg = run.config
     ds_rev = check_ref(dataset_revision if dataset_revision is not None
@@ -478,7 +471,11 @@ def plan_run(run_folder: str | os.PathLike[str], repo_id: str, *, dataset_repo: 
     notes = []
     weights = Path(run.weights_path)
     if weights.suffix != ".safetensors":
-        weights = _to_safetensors(weights, Path(workdir.name) / "model.safetensors")
+        try:
+            weights = _to_safetensors(weights, Path(workdir.name) / "model.safetensors")
+        except BaseException:
+            workdir.cleanup()
+            raise
         notes.append(f"converted {run.weights_path.name} (a torch state dict) to safetensors")
     files = [Upload("model.safetensors", weights)]
     for name in ("config.json", "run.json", "evaluation.json", "predictions.json",

@@ -228,7 +228,7 @@ def test_model_card_holds_per_level_results_as_eval_results(tmp_path: Path) -> N
             ("alice/tiny", "v1.0.0", "test")
         assert card.data.datasets == ["alice/tiny"] and card.data.license == "bsd-3-clause"
         for text in ("`small`: 4-px patches, drop probability p = 0.9", "| lr | `0.001` |",
-                     "**Seed**: 0", "cpu test cpu", "1.5 s"):
+                     "**Seed**: 0", "cpu: 2 threads, test cpu", "1.5 s"):
             assert text in card.text
         assert plan.requires == [("alice/tiny", "v1.0.0", spec.fingerprint)]
         assert {u.path_in_repo for u in plan.files} >= {"model.safetensors", "config.json",

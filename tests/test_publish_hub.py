@@ -264,7 +264,18 @@ def test_publish_a_run_folder_with_its_results_on_the_dataset_repo(
     joint = next(r for r in card.data.eval_results if r.metric_name.startswith("Joint"))
     assert joint.metric_value == pytest.approx(14 / 16)
     assert (joint.dataset_type, joint.dataset_revision) == ("alice/tiny-models", "v1.0.0")
-    _no_secret(hub, whole, run)
+    # The card's "Use" snippet, run as written, rebuilds the model with the published weights.
+    snippet = card.text.split("## Use")[1].split("```python")[1].split("```")[0]
+    check = snippet + (
+        "\nimport sys, torch\nfrom safetensors.torch import load_file\n"
+        "want = load_file(sys.argv[1])\n"
+        "assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())\n"
+        "print(model(torch.zeros(1, 1, 64, 64)).shape)\n")
+    r = subprocess.run([sys.executable, "-c", check, str(run / "model.safetensors")], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "torch.Size([1, 4])"
+    _no_secret(hub, whole + r.stdout + r.stderr, run)
 
 
 def test_leaderboard_push_and_pull(hub: HubServer, data: dict, env: dict,

@@ -94,9 +94,14 @@ def _quiet_client() -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from ..hub import HubError, publish
+    from ..hub import HubError, publish, resolve_token
     from ..publication import dataset_source, plan_dataset, plan_run
 
+    if not args.dry_run:  # no token: say so before exporting or rendering anything
+        try:
+            resolve_token()
+        except HubError as exc:
+            return _fail(args, exc)
     kind = dataset_source(args.source)
     if kind == "run":
         if args.dataset_repo is None:
