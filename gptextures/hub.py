@@ -87,15 +87,24 @@ def _git_blob_oid(data: bytes) -> str:
 
 
 # ---- talking to the Hub --------------------------------------------------------------------
-def _is_network_error(exc: BaseException) -> bool:
+_TRANSPORT = {"TransportError", "TimeoutException", "NetworkError", "ProtocolError",
+              "ConnectionError", "Timeout", "ChunkedEncodingError"}
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling, innermost last."""
     e: BaseException | None = exc
     while e is not None:
-        root = type(e).__module__.split(".")[0]
-        if isinstance(e, (ConnectionError, TimeoutError)) or root in (
-                "httpx", "httpx2", "httpcore", "requests", "urllib3"):
-            return True
+        yield e
         e = e.__cause__ or e.__context__
-    return False
+
+
+def _is_network_error(e: BaseException) -> bool:
+    """A transport failure (connection refused or cut, timeout), not an HTTP answer."""
+    root = type(e).__module__.split(".")[0]
+    return isinstance(e, (ConnectionError, TimeoutError)) or (
+        root in ("httpx", "httpx2", "httpcore", "requests", "urllib3")
+        and any(c.__name__ in _TRANSPORT for c in type(e).__mro__))
 
 
 def _status(exc: BaseException) -> int | None:
@@ -112,62 +121,66 @@ def _server_message(exc: BaseException) -> str:
     return header or str(exc).strip().splitlines()[0]
 
 
+_RERUN = ("Nothing was tagged; rerun the same command to finish (files already uploaded are"
+          " not sent again).")
+
+
+def _http_error(e: BaseException, action: str, repo_id: str, scrub: Callable[[str], str]
+                ) -> HubError:
+    """The :class:`HubError` for an HTTP answer of the Hub (``HfHubHTTPError``)."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    status, msg = _status(e), scrub(_server_message(e))
+    if isinstance(e, RevisionNotFoundError):
+        return HubNotFoundError(f"{action}: revision not found on {repo_id} ({msg})")
+    if status == 401 and ("Invalid credentials" in msg
+                          or not isinstance(e, RepositoryNotFoundError)):
+        return HubAuthError(f"the Hub rejected the token (401 Unauthorized: {msg}); set"
+                            " HF_TOKEN to a valid token or run `hf auth login`")
+    if isinstance(e, RepositoryNotFoundError):
+        return HubNotFoundError(f"{action}: {repo_id} does not exist or this token cannot see"
+                                f" it ({status})")
+    if status == 403:
+        return HubAuthError(f"{action}: this token cannot write to {repo_id} (403 Forbidden:"
+                            f" {msg}); use a token with write access to that namespace")
+    if status == 412:
+        return HubConflictError(f"{action}: {repo_id} changed while publishing (412); rerun"
+                                " the command")
+    if status is not None and status >= 500:
+        return HubConnectionError(f"{action}: the Hub answered {status} ({msg}). {_RERUN}")
+    return HubError(f"{action}: the Hub answered {status} ({msg})")
+
+
 @contextlib.contextmanager
 def _hub_errors(token: str | None, action: str, repo_id: str) -> Iterator[None]:
-    """Turn client errors into one-line :class:`HubError` messages, scrubbed of the token."""
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    """Turn client errors into one-line :class:`HubError` messages, scrubbed of the token.
+
+    An HTTP answer anywhere in the exception's chain (uploads wrap it in a RuntimeError) is
+    reported by its status; a transport failure as a network failure; anything else is a bug
+    and propagates.
+    """
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     def scrub(text: str) -> str:
         return text.replace(token, "***") if token else text
 
-    rerun = ("Nothing was tagged; rerun the same command to finish (files already uploaded are"
-             " not sent again).")
     try:
         yield
     except HubError as e:
         raise type(e)(scrub(str(e))) from None
     except OfflineModeIsEnabled:
         raise HubConnectionError("HF_HUB_OFFLINE is set: unset it to reach the Hub") from None
-    except RevisionNotFoundError as e:
-        raise HubNotFoundError(scrub(f"{action}: revision not found on {repo_id}"
-                                     f" ({_server_message(e)})")) from None
-    except RepositoryNotFoundError as e:
-        status = _status(e)
-        if status == 401 and "Invalid credentials" in _server_message(e):
-            raise HubAuthError("the Hub rejected the token (401 Unauthorized): it is invalid or"
-                               " expired; set HF_TOKEN to a valid token or run"
-                               " `hf auth login`") from None
-        raise HubNotFoundError(scrub(f"{action}: {repo_id} does not exist or this token cannot"
-                                     f" see it ({status})")) from None
-    except HfHubHTTPError as e:
-        status, msg = _status(e), scrub(_server_message(e))
-        if status == 401:
-            raise HubAuthError(f"the Hub rejected the token (401 Unauthorized: {msg}); set"
-                               " HF_TOKEN to a valid token or run `hf auth login`") from None
-        if status == 403:
-            raise HubAuthError(f"{action}: this token cannot write to {repo_id} (403 Forbidden:"
-                               f" {msg}); use a token with write access to that namespace"
-                               ) from None
-        if status == 412:
-            raise HubConflictError(f"{action}: {repo_id} changed while publishing (412); rerun"
-                                   " the command") from None
-        if status is not None and status >= 500:
-            raise HubConnectionError(f"{action}: the Hub answered {status} ({msg}). {rerun}"
-                                     ) from None
-        raise HubError(f"{action}: the Hub answered {status} ({msg})") from None
-    except Exception as e:  # noqa: BLE001 - network errors come wrapped in several types
-        if not _is_network_error(e):
+    except Exception as e:  # noqa: BLE001 - client errors come wrapped in several types
+        chain = list(_chain(e))
+        http = next((x for x in chain if isinstance(x, HfHubHTTPError)
+                     and _status(x) is not None), None)
+        if http is not None:
+            raise _http_error(http, action, repo_id, scrub) from None
+        net = next((x for x in chain if _is_network_error(x)), None)
+        if net is None:
             raise
-        cause = e
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        detail = scrub(f"{type(cause).__name__}: {cause}")
-        raise HubConnectionError(f"network failure while {action} ({detail}). {rerun}"
+        detail = scrub(f"{type(net).__name__}: {net}")
+        raise HubConnectionError(f"network failure while {action} ({detail}). {_RERUN}"
                                  ) from None
 
 

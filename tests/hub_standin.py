@@ -408,7 +408,10 @@ class Handler(BaseHTTPRequestHandler):
                    ctype="application/vnd.git-lfs+json")
 
     def lfs_upload_put(self, kind: str, repo_id: str, oid: str) -> None:
-        repo = self._repo(kind, repo_id)
+        # Like the Hub's pre-signed storage URLs: the href is the authorisation (no token).
+        repo = self.state.repo(kind, repo_id)
+        if repo is None:
+            raise HubError(404, "no such upload")
         n = int(self.headers.get("Content-Length") or 0)
         if self.state.fault("lfs-upload"):
             self.rfile.read(n // 2)

@@ -154,16 +154,18 @@ def test_a_tag_holding_another_fingerprint_is_refused(hub: HubServer, data: dict
                                                       env: dict) -> None:
     repo = "alice/tiny-tags"
     (first, clash, other_tag), whole = run_cli(
-        [_publish(data["tiny"], repo), _publish(data["other"], repo),
-         _publish(data["other"], repo, "--tag", "v1.0.0-seed1")], env)
+        [_publish(data["tiny"], repo, "--private"), _publish(data["other"], repo),
+         _publish(data["other"], repo, "--tag", "v1.0.0-seed1", "--revision", "seed1")], env)
     assert first["rc"] == 0, first
     assert clash["rc"] == 2
     assert "tag: v1.0.0 of alice/tiny-tags already holds fingerprint" in clash["err"]
     assert "tags are immutable versions" in clash["err"]
     assert other_tag["rc"] == 0, other_tag
     state = hub.state.repo("dataset", repo)
+    assert state.private
     assert len(state.commits) == 3  # initial + tiny + the other dataset under its own tag
-    assert state.tags["v1.0.0"] != state.tags["v1.0.0-seed1"]
+    assert state.tags["v1.0.0"] == state.branches["main"]
+    assert state.tags["v1.0.0-seed1"] == state.branches["seed1"] != state.branches["main"]
     held = json.loads(hub.files("dataset", repo, "v1.0.0")["gptextures.json"])
     assert held["fingerprint"] == presets.get("tiny").fingerprint
     _no_secret(hub, whole)
