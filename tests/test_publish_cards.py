@@ -205,6 +205,8 @@ def test_preview_of_a_folder_shows_its_stored_images(tiny_hf: Path, tmp_path: Pa
         assert im.size[0] == 1600  # 800 display px at density 2
     with pytest.raises(ValueError, match="out: expected a .png"):
         scale_preview(tiny_hf, tmp_path / "p.jpg")
+    assert main(["preview", str(tiny_hf), "--scales", "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes() == out.read_bytes()  # same figure, same bytes
 
 
 # ---- runs and the model card ---------------------------------------------------------------
