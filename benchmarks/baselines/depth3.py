@@ -88,10 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.baselines.depth3 " + " ".join(sys.argv[1:]),
     }
     if not args.quick and args.seeds >= 3:
+        from benchmarks.reference import OUT as BOARDS
         from gptextures.leaderboard import Leaderboard
         from gptextures.runs import entry_from_runs
-
-        from benchmarks.reference import OUT as BOARDS
 
         path = BOARDS / f"{DATASET}.json"
         board = Leaderboard.load(path)
