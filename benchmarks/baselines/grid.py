@@ -37,7 +37,8 @@ def run_job(job: Job) -> dict[str, Any]:
     res = train(cfg, job["run_dir"], progress=False, **job.get("train", {}))
     return {
         "run_dir": str(res.path), "seed": cfg.seed, "label": cfg.label(),
-        "wall_time_s": res.wall_time_s, "process_time_s": time.perf_counter() - t,
+        "wall_time_s": res.wall_time_s, "cpu_time_s": res.cpu_time_s,
+        "job_wall_s": time.perf_counter() - t,
         "already_complete": res.already_complete, "resumed_from": res.resumed_from,
         "test": None if res.test is None else res.test.metrics(),
         "val_curve": res.val_curve, "threads": torch.get_num_threads(),

@@ -81,11 +81,12 @@ def run_scan(rows: Mapping[str, Mapping[str, Any]], *, lrs: Sequence[float], ste
     summaries = run_jobs(jobs, workers=workers, scheduler=scheduler, progress=progress)
     wall = time.perf_counter() - t0
     curves: dict[str, dict[float, dict[int, list]]] = {}
-    train_s = 0.0
+    train_s = cpu_s = 0.0
     for job, s in zip(jobs, summaries, strict=True):
         curves.setdefault(job["row"], {}).setdefault(job["config"]["lr"], {})[s["seed"]] = \
             s["val_curve"]
         train_s += s["wall_time_s"]
+        cpu_s += s["cpu_time_s"]
     return {
         "rule": "max mean val joint accuracy over the scan seeds; ties: lower val log-loss,"
                 " then fewer steps",
@@ -95,7 +96,7 @@ def run_scan(rows: Mapping[str, Mapping[str, Any]], *, lrs: Sequence[float], ste
         "selected": {label: select(c) for label, c in curves.items()},
         "curves": {label: {f"{lr:g}": {str(k): v for k, v in by.items()}
                            for lr, by in c.items()} for label, c in curves.items()},
-        "wall_time_s": wall, "train_time_s_sum": train_s,
+        "wall_time_s": wall, "train_time_s_sum": train_s, "cpu_time_s_sum": cpu_s,
     }
 
 
@@ -105,7 +106,8 @@ def scan_markdown(scan: Mapping[str, Any], title: str) -> str:
              f"{', '.join(f'{x:g}' for x in scan['lrs'])}; up to {scan['max_steps']} steps, val"
              f" scored every {scan['eval_every']} steps; scan seeds {scan['seeds']} (not the"
              f" seeds of the final runs). Wall time {scan['wall_time_s'] / 60:.1f} min with"
-             f" {scan['workers']} job(s) at once.", "",
+             f" {scan['workers']} job(s) at once; training used"
+             f" {scan.get('cpu_time_s_sum', 0) / 3600:.2f} CPU-core hours.", "",
              "| configuration | lr | steps | val Total (mean ± std over scan seeds) |"
              " val log-loss |", "|:---|---:|---:|---:|---:|"]
     for label, sel in scan["selected"].items():

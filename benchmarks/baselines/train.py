@@ -52,9 +52,10 @@ class RunResult:
     config: dict[str, Any]
     test: gt.evaluation.EvaluationResult | None
     val_curve: list[dict[str, float]]
-    wall_time_s: float
+    wall_time_s: float  # training only (evaluations excluded), summed over resumes
     resumed_from: int
     already_complete: bool
+    cpu_time_s: float = 0.0
 
 
 def tile(images: np.ndarray, tiles: int) -> np.ndarray:
@@ -242,7 +243,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
                      if (folder / VAL_CURVE).is_file() else [])
             run = gruns.load_run(folder) if test else None
             return RunResult(folder, config, run.evaluation if run else None, curve,
-                             float(done["wall_time_s"]), cfg.steps, True)
+                             float(done["wall_time_s"]), cfg.steps, True,
+                             float(done.get("cpu_time_s", 0.0)))
 
     train_split = load_split(cfg, "train")
     x_all = torch.from_numpy(tile(train_split.images, cfg.crop_tiles))[:, None]
@@ -256,7 +258,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
     order_rng = torch.Generator().manual_seed(cfg.seed + 1)
     losses: list[tuple[int, float, float]] = []
     curve: list[dict[str, float]] = []
-    step, elapsed = 0, 0.0
+    step, elapsed, cpu = 0, 0.0, 0.0
     ckpt_path = folder / CHECKPOINT
     if ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -265,7 +267,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
         scaler.load_state_dict(ck["scaler"])
         gen.set_state(ck["mask_generator"])
         order_rng.set_state(ck["order_generator"])
-        step, elapsed = ck["step"], ck["elapsed_s"]
+        step, elapsed, cpu = ck["step"], ck["elapsed_s"], ck["cpu_s"]
         losses, curve = [tuple(r) for r in ck["losses"]], ck["val_curve"]
     resumed_from = step
 
@@ -274,7 +276,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(),
                     "scaler": scaler.state_dict(), "mask_generator": gen.get_state(),
                     "order_generator": order_rng.get_state(), "step": step,
-                    "elapsed_s": elapsed, "losses": losses, "val_curve": curve}, tmp)
+                    "elapsed_s": elapsed, "cpu_s": cpu, "losses": losses, "val_curve": curve},
+                   tmp)
         os.replace(tmp, ckpt_path)
 
     from tqdm.auto import tqdm
@@ -282,7 +285,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.slug(), disable=not progress,
                dynamic_ncols=True, leave=False)
     last = min(cfg.steps, stop_after) if stop_after is not None else cfg.steps
-    t0 = time.perf_counter() - elapsed
+    t0, c0 = time.perf_counter() - elapsed, time.process_time() - cpu
     try:
         while step < last:
             net.train()
@@ -299,13 +302,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
             scaler.step(opt)
             scaler.update()
             step += 1
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             lv = float(loss.detach())
             losses.append((step, lv, elapsed))
             if val is not None and (step % eval_every == 0 or step == cfg.steps):
                 res, _ = evaluate(net, cfg, val, device)
                 curve.append(_curve_point(step, res))
-                t0 = time.perf_counter() - elapsed  # evaluation is not training time
+                # evaluation is not training time
+                t0, c0 = time.perf_counter() - elapsed, time.process_time() - cpu
             bar.set_postfix(loss=f"{lv:.4f}", refresh=False)
             bar.update(1)
             if checkpoint_every and step % checkpoint_every == 0 and step < cfg.steps:
@@ -317,7 +321,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
     bar.close()
     if step < cfg.steps:
         save_checkpoint()
-        return RunResult(folder, config, None, curve, elapsed, resumed_from, False)
+        return RunResult(folder, config, None, curve, elapsed, resumed_from, False, cpu)
 
     test_result = None
     if test:
@@ -336,12 +340,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
     os.replace(folder / (gruns.LOSS_CURVE + ".tmp"), folder / gruns.LOSS_CURVE)
     _atomic_json(folder / gruns.RUN, {
         "format": gruns.RUN_FORMAT, "format_version": gruns.FORMAT_VERSION,
-        "status": "complete", "wall_time_s": elapsed, "hardware": hardware(device),
+        "status": "complete", "wall_time_s": elapsed, "cpu_time_s": cpu,
+        "hardware": hardware(device),
         "torch_version": torch.__version__, "package_version": gt.__version__,
         "date": dt.datetime.now(dt.timezone.utc).date().isoformat(),
         "resumed_from_step": resumed_from, "tested": bool(test)})
     ckpt_path.unlink(missing_ok=True)
-    return RunResult(folder, config, test_result, curve, elapsed, resumed_from, False)
+    return RunResult(folder, config, test_result, curve, elapsed, resumed_from, False, cpu)
 
 
 def _save_weights(net: torch.nn.Module, folder: Path) -> None:

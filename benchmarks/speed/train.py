@@ -41,10 +41,35 @@ def step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: t
     opt.step()
 
 
-def measure(scale: str, repeats: int, warmup: int = 3) -> list[dict]:
-    """Rows of (configuration, method, s/step, images/s)."""
+def plain_step_cost(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """FLOPs of one plain training step (forward + backward, torch's FlopCounterMode) and the
+    bytes autograd saves for its backward (distinct storages): the GPU cost model's inputs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    net.efficient = False
+    with FlopCounterMode(display=False) as fc:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
+    net.zero_grad(set_to_none=True)
+    return {"gflop_per_step": fc.get_total_flops() / 1e9, "saved_mib": sum(seen.values()) / 2**20}
+
+
+def measure(scale: str, repeats: int, warmup: int = 3, rows_only: list[str] | None = None
+            ) -> tuple[list[dict], dict[str, float]]:
+    """Rows of (configuration, method, s/step, images/s) and the plain step's cost."""
     sc = SCALES[scale]
     rows = row_configs(sc, efficient=True)
+    if rows_only:
+        rows = {r: kw for r, kw in rows.items() if r in rows_only}
+    cost: dict[str, float] = {}
     train = None
     out = []
     for row, kw in rows.items():
@@ -57,6 +82,8 @@ def measure(scale: str, repeats: int, warmup: int = 3) -> list[dict]:
         net = build_model(cfg, torch.Generator().manual_seed(0))
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
         net.train()
+        if not cost and not cfg.active_masks() and cfg.crop_tiles == 1:
+            cost = plain_step_cost(net, x, y)
         methods = {"naive": False, "efficient": True} if cfg.active_masks() else {"plain": False}
         times: dict[str, list[float]] = {m: [] for m in methods}
         for r in range(warmup + repeats):
@@ -72,7 +99,7 @@ def measure(scale: str, repeats: int, warmup: int = 3) -> list[dict]:
                         "images_per_s": train.images.shape[0] / med,
                         "vs_naive": med / naive, "batch": int(x.shape[0]),
                         "input_px": int(x.shape[-1])})
-    return out
+    return out, cost
 
 
 def markdown(report: dict) -> str:
@@ -83,6 +110,10 @@ def markdown(report: dict) -> str:
              f"Scale `{report['scale']}`: GPNet width {report['width']}; one step = forward +"
              " cross-entropy + backward + Adam on the whole training batch (4 images, or their"
              f" tiles); median of {report['repeats']} steps, methods interleaved.", "",
+             *([f"Plain step (row (0, 0)): {report['plain_step']['gflop_per_step']:.1f} GFLOP"
+                f" (forward + backward, torch FlopCounterMode), autograd saves"
+                f" {report['plain_step']['saved_mib']:.0f} MiB of activations.", ""]
+               if report.get("plain_step") else []),
              "| row | method | batch x px | s/step | images/s | / naive |",
              "|:---|:---|---:|---:|---:|---:|"]
     for r in report["rows"]:
@@ -94,21 +125,25 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.speed.train",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", choices=[s for s in SCALES if s != "full"], default="mini")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="mini",
+                    help="full: the paper's 1024 px setting (~1 min per naive step on 2 cores;"
+                         " use --repeats 1 --rows)")
+    ap.add_argument("--rows", nargs="*", default=None, help="only these Table 2 rows")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     before = os.getloadavg()[0]
-    rows = measure(args.scale, args.repeats)
+    rows, cost = measure(args.scale, args.repeats, warmup=1 if args.scale == "full" else 3,
+                         rows_only=args.rows)
     report = {
         "command": "python -m benchmarks.speed.train " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()})",
         "torch": torch.__version__, "threads": args.threads, "scale": args.scale,
         "width": SCALES[args.scale].width, "repeats": args.repeats,
         "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2),
-        "rows": rows, "paper_rows": [r[0] for r in PAPER],
+        "rows": rows, "paper_rows": [r[0] for r in PAPER], "plain_step": cost,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
