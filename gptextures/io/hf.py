@@ -345,9 +345,10 @@ def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None, *, prev
     Args:
         spec: the dataset.
         splits: the splits the folder holds (default: all of the spec's).
-        preview, load_args, hub_sections: what a Hub repo's card adds (``gptextures.hub``): the
-            preview after the introduction, the ``load_dataset`` arguments, and sections before
-            the license; a folder's own card leaves them out.
+        preview, load_args, hub_sections: what a Hub repo's card adds
+            (``gptextures.publication``): the preview after the introduction, the
+            ``load_dataset`` arguments, and sections before the license; a folder's own card
+            leaves them out.
         made_by: ``(package version, FFT backend)`` that wrote the files (default: this
             process's).
     """
