@@ -134,8 +134,7 @@ def load_scan(path: Path, fingerprint: str, scale: Scale) -> dict[str, Any] | No
     return scan
 
 
-def analyse(per_row: Mapping[str, Mapping[str, Sequence[float]]],
-            seeds: Sequence[int]) -> list[dict[str, Any]]:
+def analyse(per_row: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[str, Any]]:
     """One record per claim of the paper, each with its test over seeds and a verdict.
 
     ``per_row``: row -> metric key -> per-seed values (same seed order in every row).
@@ -336,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "test_count": spec.num_samples("test"), "width": scale.width, "stages": cfg0.stages,
         "tile_px": {str(k): spec.texture.size[0] // int(k**0.5) for k in (4, 16)},
         "seeds": seeds, "rows": [r[0] for r in PAPER], "results": results,
-        "claims": analyse(per_row, seeds), "timing": timing, "machine": _machine(),
+        "claims": analyse(per_row), "timing": timing, "machine": _machine(),
         "efficient": bool(args.efficient), "device": args.device,
         "scan_file": scan_path.name if scan is not None else None,
         "date": dt.datetime.now(dt.timezone.utc).date().isoformat(), "command": _command(),
