@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from backdrop.functional import _check_p, sample_mask, scale_gradient
+from backdrop.functional import _check_batch, _check_p, sample_mask, scale_gradient
 
 __all__ = ["EfficientBackdrop", "efficient_backdrop"]
 
@@ -53,19 +53,21 @@ def _channel_view(x: Tensor) -> tuple[list[int], list[int]]:
     return red, shape
 
 
-def _recording_forward(bn: _BN, stats: _Stats) -> Callable[[Tensor], Tensor]:
-    """Train-mode BatchNorm forward for the no-grad pass that also records the batch mean and
-    biased variance ``(C,)``: one ``var_mean`` reduction, then the fused normalization with those
-    statistics, and the running statistics updated exactly as ``nn.BatchNorm`` does (momentum or
-    cumulative average, unbiased variance). Same passes over the input as the native forward, so
-    recording the statistics costs nothing extra."""
+def _uses_batch_stats(bn: _BN) -> bool:
+    """Whether ``bn`` normalizes with the statistics of its input batch (as ``nn.BatchNorm`` does
+    in train mode, or in eval mode without running statistics)."""
+    return bn.training or (bn.running_mean is None and bn.running_var is None)
 
-    def forward(x: Tensor) -> Tensor:
+
+def _batch_stats(bn: _BN, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Batch mean and biased variance ``(C,)`` of ``x`` as ``bn`` computes them in train mode (one
+    ``var_mean`` reduction, no graph), with the running statistics updated exactly as
+    ``nn.BatchNorm`` does (momentum or cumulative average, unbiased variance)."""
+    with torch.no_grad():
         red, _ = _channel_view(x)
         xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
         var, mean = torch.var_mean(xs, dim=red, correction=0)
-        stats[id(bn)] = (mean, var)
-        if bn.track_running_stats and bn.running_mean is not None:
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
             factor = bn.momentum
             if bn.num_batches_tracked is not None:
                 bn.num_batches_tracked.add_(1)
@@ -75,10 +77,27 @@ def _recording_forward(bn: _BN, stats: _Stats) -> Callable[[Tensor], Tensor]:
             bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
             unbiased = var * (n / max(n - 1, 1))
             bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
-        stat_dtype = bn.weight.dtype if bn.weight is not None else x.dtype
-        return torch.nn.functional.batch_norm(
-            x, mean.to(stat_dtype), var.to(stat_dtype), bn.weight, bn.bias, False, 0.0, bn.eps
-        )
+    return mean, var
+
+
+def _fixed_stats_batch_norm(bn: _BN, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """``bn`` applied with given statistics (constants: no gradient flows through them)."""
+    stat_dtype = bn.weight.dtype if bn.weight is not None else x.dtype
+    return torch.nn.functional.batch_norm(
+        x, mean.to(stat_dtype), var.to(stat_dtype), bn.weight, bn.bias, False, 0.0, bn.eps
+    )
+
+
+def _recording_forward(bn: _BN, stats: _Stats) -> Callable[[Tensor], Tensor]:
+    """Train-mode BatchNorm forward for the no-grad pass that also records the batch mean and
+    biased variance ``(C,)``: one ``var_mean`` reduction, then the fused normalization with those
+    statistics, and the running statistics updated exactly as ``nn.BatchNorm`` does. Same passes
+    over the input as the native forward, so recording the statistics costs nothing extra."""
+
+    def forward(x: Tensor) -> Tensor:
+        mean, var = _batch_stats(bn, x)
+        stats[id(bn)] = (mean, var)
+        return _fixed_stats_batch_norm(bn, x, mean, var)
 
     return forward
 
@@ -252,8 +271,9 @@ def efficient_backdrop(
     """
     if batchnorm not in ("full", "subset"):
         raise ValueError(f"batchnorm must be 'full' or 'subset', got {batchnorm!r}")
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"x must have a non-empty batch dim 0, got shape {tuple(x.shape)}")
+    if x.ndim < 1:
+        raise ValueError("x must have a batch dim 0, got a 0-d tensor")
+    _check_batch(x.shape)
     chunk = _chunk_rows(chunk_size, x)
     batch = x.shape[0]
     if mask is None:
