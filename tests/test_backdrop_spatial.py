@@ -275,8 +275,9 @@ def test_no_grad_pass_in_chunks_of_samples(monkeypatch):
     for out, body in runs[1:]:
         torch.testing.assert_close(out, out1, rtol=RTOL64, atol=RTOL64)
         for buf in ("running_mean", "running_var"):
-            torch.testing.assert_close(getattr(body[1], buf), getattr(body1[1], buf), rtol=RTOL64,
-                                       atol=RTOL64)
+            torch.testing.assert_close(
+                getattr(body[1], buf), getattr(body1[1], buf), rtol=RTOL64, atol=RTOL64
+            )
         _assert_grads_equal(body1, body)
 
 
