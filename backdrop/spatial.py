@@ -61,7 +61,7 @@ from backdrop.functional import (
 )
 from backdrop.layers import Backdrop
 
-__all__ = ["MAX_CROP_FRACTION", "efficient_spatial_backdrop"]
+__all__ = ["MAX_CROP_FRACTION", "NO_GRAD_CHANNELS_LAST", "efficient_spatial_backdrop"]
 
 MAX_CROP_FRACTION = 0.5
 """Default largest cropped area (summed over crops, relative to the whole input of a segment)
@@ -232,50 +232,63 @@ class _Segment:
         return n
 
 
-def _dilate(region: Tensor, seg: _Segment) -> Tensor:
-    """Positions of the segment's input that feed ``region`` (bool ``(B, H_out, W_out)``) of its
-    output: a superset exact up to dilation gaps, ``(B, H_in, W_in)``."""
-    r = region[:, None].to(torch.float32)
-    for w, (h_in, w_in) in reversed(seg.windows()):
-        kernel = torch.ones(1, 1, *w.kernel, device=r.device)
-        raw = F.conv_transpose2d(r, kernel, stride=w.stride)  # raw index = input index + pad_lo
-        out = r.new_zeros(r.shape[0], 1, h_in, w_in)
-        top, left = w.pad_lo
-        hs, ws = min(h_in, raw.shape[2] - top), min(w_in, raw.shape[3] - left)
-        if hs > 0 and ws > 0:
-            out[:, :, :hs, :ws] = raw[:, :, top : top + hs, left : left + ws]
-        r = (out > 0).to(torch.float32)
-    return r[:, 0] > 0
+def _layer_regions(region: Tensor, seg: _Segment, layers: set[int]) -> dict[int, Tensor]:
+    """For the layers ``layers`` of the segment, the positions of their input that reach
+    ``region`` (bool ``(B, H, W)``) of the segment's output: the receptive field, as bool
+    ``(B, H_l, W_l)``, windows' whole extents (dilation gaps included).
+
+    The field of output position ``o`` at a layer's input is the interval
+    ``[o * S - P, o * S - P + E)`` per dim (``S``, ``P``, ``E``: stride, offset and extent of the
+    layers between, composed top down); the boxes are painted with a difference array."""
+    n, r, c = region.nonzero(as_tuple=True)
+    out: dict[int, Tensor] = {}
+    stride, offset, extent = [1, 1], [0, 0], [1, 1]
+    for idx in range(len(seg.layers) - 1, -1, -1):
+        w = seg.layers[idx].window
+        if w is not None:
+            for i in range(2):
+                stride[i], offset[i] = (
+                    stride[i] * w.stride[i],
+                    offset[i] * w.stride[i] + w.pad_lo[i],
+                )
+                extent[i] = (extent[i] - 1) * w.stride[i] + w.kernel[i]
+        if idx not in layers:
+            continue
+        h, wd = seg.sizes[idx]
+        r0 = (r * stride[0] - offset[0]).clamp(0, h)
+        r1 = (r * stride[0] - offset[0] + extent[0]).clamp(0, h)
+        c0 = (c * stride[1] - offset[1]).clamp(0, wd)
+        c1 = (c * stride[1] - offset[1] + extent[1]).clamp(0, wd)
+        diff = torch.zeros(region.shape[0], h + 1, wd + 1, dtype=torch.int32, device=region.device)
+        one = torch.ones_like(n, dtype=torch.int32)
+        for rows, cols, sign in ((r0, c0, 1), (r1, c0, -1), (r0, c1, -1), (r1, c1, 1)):
+            diff.index_put_((n, rows, cols), one * sign, accumulate=True)
+        out[idx] = diff.cumsum(1).cumsum(2)[:, :h, :wd] > 0
+    return out
 
 
 @dataclass
 class _Tiles:
-    """Tiles of ``size`` output positions (one group of equal size) at ``(n, row0, col0)``."""
+    """Square tiles of ``side`` output positions at ``(n, row0, col0)``; a tile may reach past
+    the map's bottom or right border (those positions are computed and discarded)."""
 
-    size: tuple[int, int]
+    side: int
     n: Tensor
     row0: Tensor
     col0: Tensor
 
 
-def _plan_tiles(
-    region: Tensor, seg: _Segment, tile_size: int | None
-) -> tuple[list[_Tiles], float, int]:
-    """Cover the relevant output positions ``region`` ``(B, H, W)`` with square tiles of side
-    ``T``: ``tile_size``, or the power of two that minimises the cropped input area. Returns the
-    tile groups, the cropped area relative to the whole input (``B * H_in * W_in``) and ``T``."""
+def _plan_tiles(region: Tensor, seg: _Segment, tile_size: int | None) -> tuple[_Tiles, float]:
+    """Cover the relevant output positions ``region`` ``(B, H, W)`` with tiles of side ``T``:
+    ``tile_size``, or the power of two that minimises the cropped input area. Returns the tiles
+    and the cropped area relative to the whole input (``B * H_in * W_in``)."""
     b, h, w = region.shape
     h_in, w_in = seg.sizes[0]
-    whole = b * h_in * w_in
     best: tuple[float, int] | None = None
     side = tile_size or 1
     while True:
-        occ = F.max_pool2d(region[:, None].float(), side, side, ceil_mode=True)[:, 0] > 0
-        rows = [side] * (occ.shape[1] - 1) + [h - side * (occ.shape[1] - 1)]
-        cols = [side] * (occ.shape[2] - 1) + [w - side * (occ.shape[2] - 1)]
-        span_r = torch.tensor([seg.input_span(n, 0) for n in rows], device=region.device)
-        span_c = torch.tensor([seg.input_span(n, 1) for n in cols], device=region.device)
-        area = float((occ.float() * (span_r[:, None] * span_c[None, :]).float()).sum())
+        occ = F.max_pool2d(region[:, None].float(), side, side, ceil_mode=True)
+        area = float(occ.sum()) * seg.input_span(side, 0) * seg.input_span(side, 1)
         if best is None or area < best[0]:
             best = (area, side)
         if tile_size or side >= max(h, w):
@@ -284,24 +297,73 @@ def _plan_tiles(
     area, side = best
     occ = F.max_pool2d(region[:, None].float(), side, side, ceil_mode=True)[:, 0] > 0
     n, i, j = torch.nonzero(occ, as_tuple=True)
-    row0, col0 = i * side, j * side
-    th = torch.clamp(h - row0, max=side)
-    tw = torch.clamp(w - col0, max=side)
-    groups = []
-    for size in sorted({(int(a), int(c)) for a, c in zip(th.tolist(), tw.tolist())}):
-        sel = (th == size[0]) & (tw == size[1])
-        groups.append(_Tiles(size, n[sel], row0[sel], col0[sel]))
-    return groups, area / whole, side
+    return _Tiles(side, n, i * side, j * side), area / (b * h_in * w_in)
 
 
-def _run_whole(seg: _Segment, x: Tensor, stats: dict[int, tuple[Tensor, Tensor]]) -> Tensor:
-    """The segment on whole maps; batch-statistics BatchNorm with its statistics as constants
-    (recorded in ``stats``, running statistics updated)."""
-    for lay in seg.layers:
-        if lay.kind == "batchnorm":
+class _StandInBatchNorm(torch.autograd.Function):
+    """BatchNorm with given statistics' values whose gradient is that of a weighted subset's.
+
+    Forward: the native eval-form ``batch_norm`` of ``x`` with the whole batch's mean ``mu`` and
+    biased variance ``var`` (values). Backward: as if the mean and variance were the weighted
+    mean ``m_w = sum(w x) / W`` and variance of ``x`` (weights ``w`` per position, ``W`` their
+    sum). With ``s = sqrt(var + eps)``, ``xhat = (x - mu) / s`` and ``a = gamma * dL/dy``:
+
+        dx = (a - w / W * (sum(a) + (x - m_w) / s * sum(a * xhat))) / s
+
+    (sums per channel): the native eval-form backward ``a / s`` minus a per-position correction.
+    With ``w = 1`` everywhere this is plain train-mode BatchNorm's gradient.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor,
+        w: Tensor, eps: float,
+    ) -> Tensor:  # fmt: skip
+        """``x`` ``(K, C, h, w)``, ``weight``/``bias``/``mean``/``var`` ``(C,)``, ``w``
+        ``(K, 1, h, w)``; returns ``(K, C, h, w)``."""
+        stat_dtype = weight.dtype if weight is not None else x.dtype
+        mean, var = mean.to(stat_dtype), var.to(stat_dtype)
+        total = w.sum().clamp(min=1)
+        m_w = torch.einsum("kchw,kzhw->c", x, w.to(x.dtype)).to(stat_dtype) / total
+        ctx.save_for_backward(x, weight, mean, var, w, m_w, total)
+        ctx.eps = eps
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight, mean, var, w, m_w, total = ctx.saved_tensors
+        inv_s = torch.rsqrt(var + ctx.eps)
+        d_x, d_w, d_b = torch.ops.aten.native_batch_norm_backward(
+            grad, x, weight, mean, var, None, None, False, ctx.eps,
+            [ctx.needs_input_grad[0], weight is not None, True],
+        )  # fmt: skip
+        if d_x is not None:
+            gamma = weight if weight is not None else torch.ones_like(inv_s)
+            view = (1, -1, 1, 1)
+            c1 = (gamma * inv_s * d_b / total).view(view).to(x.dtype)
+            c2 = (gamma * inv_s * inv_s * d_w / total).view(view).to(x.dtype)
+            corr = (x - m_w.view(view).to(x.dtype)).mul_(c2).add_(c1).mul_(w.to(x.dtype))
+            d_x = d_x.sub_(corr)
+        d_w = d_w if ctx.needs_input_grad[1] else None
+        d_b = d_b if ctx.needs_input_grad[2] else None
+        return d_x, d_w, d_b, None, None, None, None
+
+
+def _stand_in_batch_norm(bn: _BN, x: Tensor, weight: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """``bn`` of ``x`` with the values ``mean``, ``var`` ``(C,)`` (the whole batch's) and the
+    gradient of the weighted statistics of ``x`` (``weight`` ``(K, 1, h, w)`` per position):
+    see :class:`_StandInBatchNorm`."""
+    return _StandInBatchNorm.apply(x, bn.weight, bn.bias, mean, var, weight, bn.eps)
+
+
+def _run_whole(seg: _Segment, x: Tensor, regions: dict[int, Tensor]) -> Tensor:
+    """The segment on whole maps with autograd. A batch-statistics BatchNorm whose receptive
+    field (``regions``) covers its whole map is the module itself (the naive computation);
+    otherwise the positions of the field stand in for the map in its statistics' gradient."""
+    for idx, lay in enumerate(seg.layers):
+        if lay.kind == "batchnorm" and not bool(regions[idx].all()):
             mean, var = _batch_stats(lay.module, x)
-            stats[id(lay.module)] = (mean, var)
-            x = _fixed_stats_batch_norm(lay.module, x, mean, var)
+            x = _stand_in_batch_norm(lay.module, x, regions[idx][:, None].to(x.dtype), mean, var)
         else:
             x = lay.module(x)
     return x
@@ -330,17 +392,28 @@ def _chunk_rows(seg: _Segment, x: Tensor) -> int:
     return max(1, min(x.shape[0], _CHUNK_BYTES // per_sample))
 
 
+NO_GRAD_CHANNELS_LAST = True
+"""Run the no-grad pass in channels_last on CPU whatever the model's layout (its maps are never
+part of a graph; only the result is converted back). PyTorch's CPU convolution, max-pooling and
+BatchNorm statistics are faster in that layout and convolutions need no reordered copy: the pass
+of the mini GP net (256 px, width 16) takes 38 instead of 91 ms on this CPU. ``False`` keeps the
+model's layout (the benchmark measures both)."""
+
+
 def _run_no_grad(seg: _Segment, x: Tensor, stats: dict[int, tuple[Tensor, Tensor]]) -> Tensor:
     """The segment on whole maps without autograd, as :func:`_run_whole` computes it, in chunks
     of samples, with BatchNorm and ReLU written in place into the maps this pass made.
 
     Nothing is kept for a backward, so the pass holds one map of the batch, the chunk being
-    computed and that chunk's temporaries: at 1024 px and width 64 (4 images) 1.5 GiB at its
-    peak instead of 3.2 GiB for whole-batch layers, and no fresh map per BatchNorm or ReLU (a
-    fresh map costs page faults: 63 vs 8 ms for a BatchNorm of a 4x64x256x256 map here).
-    BatchNorm statistics combine the chunks' moments (a synchronisation point per BatchNorm).
+    computed and that chunk's temporaries (at 1024 px and width 64, 4 images: 1.5 GiB at its
+    peak instead of 3.2 GiB for whole-batch layers), and makes no fresh map per BatchNorm or
+    ReLU (a fresh map costs page faults: 63 vs 8 ms for a BatchNorm of a 4x64x256x256 map
+    here). BatchNorm statistics combine the chunks' moments (a synchronisation point per
+    BatchNorm). On CPU the pass runs in channels_last (:data:`NO_GRAD_CHANNELS_LAST`).
     """
     maps = list(x.split(_chunk_rows(seg, x)))  # views of x: never written
+    if NO_GRAD_CHANNELS_LAST and x.device.type == "cpu":
+        maps = [t.to(memory_format=torch.channels_last) for t in maps]  # may still be views
     owned = False  # the maps were made by this pass (never the caller's input)
     with torch.no_grad():
         for lay in seg.layers:
@@ -365,7 +438,10 @@ def _run_no_grad(seg: _Segment, x: Tensor, stats: dict[int, tuple[Tensor, Tensor
                     y = m(maps[i])
                     owned = owned or y is not maps[i]
                     maps[i] = y  # the chunk's input map is freed here
-    return maps[0] if len(maps) == 1 else torch.cat(maps)
+    out = maps[0] if len(maps) == 1 else torch.cat(maps)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return out.contiguous(memory_format=torch.channels_last)
+    return out.contiguous()
 
 
 def _positions(row0: Tensor, n: int) -> Tensor:
@@ -374,13 +450,21 @@ def _positions(row0: Tensor, n: int) -> Tensor:
 
 
 def _run_crops(
-    seg: _Segment, source: Tensor, tiles: _Tiles, stats: dict[int, tuple[Tensor, Tensor]]
+    seg: _Segment,
+    source: Tensor,
+    tiles: _Tiles,
+    stats: dict[int, tuple[Tensor, Tensor]],
+    regions: dict[int, Tensor],
 ) -> Tensor:
-    """The segment's output on ``tiles`` ``(K, C, th, tw)``, with autograd, from crops of
-    ``source`` ``(B, C, H_in, W_in)``; explicit padding reproduces the whole-map computation."""
-    # top down: each layer's input span (offsets per tile, length) for the tiles' outputs
-    lo = [tiles.row0.clone(), tiles.col0.clone()]
-    span = list(tiles.size)
+    """The segment's output on the tiles ``(K, C, T, T)``, with autograd, from crops of
+    ``source`` ``(B, C, H_in, W_in)``; explicit padding reproduces the whole-map computation.
+
+    A batch-statistics BatchNorm normalizes with the whole batch's statistics (``stats``), and
+    the positions of its receptive field (``regions``) stand in for the map in their gradient:
+    each such position once, however many crops hold it."""
+    # top down: each layer's input rows/cols (per tile) for the tiles' outputs
+    lo = [tiles.row0, tiles.col0]
+    span = [tiles.side, tiles.side]
     spans: list[tuple[list[Tensor], list[int]]] = [([], [])] * len(seg.layers)
     for idx in range(len(seg.layers) - 1, -1, -1):
         w = seg.layers[idx].window
@@ -388,40 +472,59 @@ def _run_crops(
             lo = [lo[i] * w.stride[i] - w.pad_lo[i] for i in range(2)]
             span = [(span[i] - 1) * w.stride[i] + w.kernel[i] for i in range(2)]
         spans[idx] = (lo, span)
-    (lo0, span0), (h0, w0) = spans[0], seg.sizes[0]
+
+    def grid(idx: int) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """Clamped rows ``(K, h, 1)``, cols ``(K, 1, w)``, in-map mask ``(K, h, w)``, all in."""
+        (lo_r, lo_c), (sr, sc) = spans[idx]
+        h, w = seg.sizes[idx]
+        rows, cols = _positions(lo_r, sr), _positions(lo_c, sc)
+        ok_r, ok_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+        ok = ok_r[:, :, None] & ok_c[:, None, :]
+        inside = bool(ok_r.all()) and bool(ok_c.all())
+        return rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :], ok, inside
+
+    n = tiles.n[:, None, None]
+    rows, cols, _, _ = grid(0)
     # out-of-map positions are clamped here and reset to the padding value before each
     # windowed layer below
-    rows = _positions(lo0[0], span0[0]).clamp(0, h0 - 1)
-    cols = _positions(lo0[1], span0[1]).clamp(0, w0 - 1)
-    x = source[tiles.n[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    x = x.permute(0, 3, 1, 2)  # (K, C, h, w), channels-last strides
+    x = source[n, :, rows, cols].permute(0, 3, 1, 2)  # (K, C, h, w), channels-last strides
     if not source.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous()
     for idx, lay in enumerate(seg.layers):
         if lay.window is not None:
-            (lo_r, lo_c), (sr, sc) = spans[idx]
-            hi_r, hi_c = seg.sizes[idx]
-            ok_r = (_positions(lo_r, sr) >= 0) & (_positions(lo_r, sr) < hi_r)
-            ok_c = (_positions(lo_c, sc) >= 0) & (_positions(lo_c, sc) < hi_c)
-            if not (bool(ok_r.all()) and bool(ok_c.all())):
-                ok = (ok_r[:, :, None] & ok_c[:, None, :])[:, None]
-                x = torch.where(ok, x, torch.full((), lay.window.pad_value, dtype=x.dtype))
+            _, _, ok, inside = grid(idx)
+            if not inside:
+                pad = torch.full((), lay.window.pad_value, dtype=x.dtype, device=x.device)
+                x = torch.where(ok[:, None], x, pad)
             x = lay.window.run(x)
         elif lay.kind == "batchnorm":
-            x = _fixed_stats_batch_norm(lay.module, x, *stats[id(lay.module)])
+            rows, cols, ok, _ = grid(idx)
+            field = (regions[idx][n, rows, cols] & ok).to(x.dtype)
+            copies = torch.zeros(regions[idx].shape, dtype=x.dtype, device=x.device)
+            copies.index_put_(
+                (n.expand_as(field), rows.expand_as(field), cols.expand_as(field)),
+                field,
+                accumulate=True,
+            )
+            weight = field / copies[n, rows, cols].clamp(min=1)
+            x = _stand_in_batch_norm(lay.module, x, weight[:, None], *stats[id(lay.module)])
         else:
             x = lay.module(x)
     return x
 
 
 def _paste(base: Tensor, out: Tensor, tiles: _Tiles, weights: Tensor) -> None:
-    """Write the tiles' outputs ``out`` into ``base`` (in place), their gradient scaled by the
-    slot's gradient weights ``weights`` ``(B, H, W)`` at the tiles' positions."""
-    rows = _positions(tiles.row0, tiles.size[0])[:, :, None]
-    cols = _positions(tiles.col0, tiles.size[1])[:, None, :]
-    n = tiles.n[:, None, None]
-    scaled = scale_gradient(out, weights[n, rows, cols][:, None])
-    base[n, :, rows, cols] = scaled.permute(0, 2, 3, 1).to(base.dtype)
+    """Write the tiles' outputs ``out`` into ``base`` (in place) where they lie inside the map,
+    their gradient scaled by the slot's gradient weights ``weights`` ``(B, H, W)``."""
+    h, w = base.shape[2:]
+    side = torch.arange(tiles.side, device=tiles.row0.device)
+    inside = (tiles.row0[:, None, None] + side[:, None] < h) & (
+        tiles.col0[:, None, None] + side[None, :] < w
+    )
+    k, i, j = inside.nonzero(as_tuple=True)  # (tile, row, col) of the positions inside the map
+    n, r, c = tiles.n[k], tiles.row0[k] + i, tiles.col0[k] + j
+    values = out.permute(0, 2, 3, 1)[k, i, j]  # (P, C)
+    base[n, :, r, c] = scale_gradient(values, weights[n, r, c][:, None]).to(base.dtype)
 
 
 def _slot_weights(masks: list[Backdrop], shape: torch.Size, device: torch.device) -> Tensor:
@@ -543,34 +646,39 @@ def efficient_spatial_backdrop(
         for s, seg in zip(slots, segments, strict=True)
     ]
     relevant = [w != 0 for w in weights]
-    for j in range(len(slots) - 2, -1, -1):
-        relevant[j] = relevant[j] & _dilate(relevant[j + 1], segments[j + 1])
+    regions: list[dict[int, Tensor]] = [{} for _ in segments]
+    for j in range(len(slots) - 1, -1, -1):
+        seg = segments[j]
+        bns = {i for i, lay in enumerate(seg.layers) if lay.kind == "batchnorm"}
+        regions[j] = _layer_regions(relevant[j], seg, bns | ({0} if j and seg.layers else set()))
+        if j:
+            relevant[j - 1] = relevant[j - 1] & regions[j].get(0, relevant[j])
 
     # 3. segments bottom up
     h = x
     plan = []
     for j, seg in enumerate(segments):
-        stats: dict[int, tuple[Tensor, Tensor]] = {}
-        groups, fraction, side = _plan_tiles(relevant[j], seg, tile_size)
-        cropped = bool(seg.layers) and fraction <= max_crop_fraction
-        if not groups:
-            cropped = True  # nothing below needs a gradient: values only
+        tiles, fraction = _plan_tiles(relevant[j], seg, tile_size)
+        empty = tiles.n.numel() == 0  # nothing below needs a gradient: values only
+        cropped = empty or (bool(seg.layers) and fraction <= max_crop_fraction)
         if cropped:
+            stats: dict[int, tuple[Tensor, Tensor]] = {}
             base = _run_no_grad(seg, h.detach(), stats)
             if base.untyped_storage().data_ptr() == h.untyped_storage().data_ptr():
                 base = base.clone()  # identity layers only: paste into a copy, never into h
-            for tiles in groups:
-                _paste(base, _run_crops(seg, h, tiles, stats), tiles, weights[j])
+            if not empty:
+                out = _run_crops(seg, h, tiles, stats, regions[j])
+                _paste(base, out, tiles, weights[j])
             h = base
         else:
-            h = scale_gradient(_run_whole(seg, h, stats), weights[j][:, None])
+            h = scale_gradient(_run_whole(seg, h, regions[j]), weights[j][:, None])
         plan.append(
             dict(
                 layers=(seg.layers[0].name, seg.layers[-1].name) if seg.layers else None,
                 cropped=cropped,
                 fraction=fraction,
-                tile=side,
-                tiles=sum(int(g.n.numel()) for g in groups),
+                tile=tiles.side,
+                tiles=int(tiles.n.numel()),
             )
         )
     # 4. the layers above the top slot, unchanged

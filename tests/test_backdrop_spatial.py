@@ -281,22 +281,67 @@ def test_no_grad_pass_in_chunks_of_samples(monkeypatch):
         _assert_grads_equal(body1, body)
 
 
-def _detached_stats_bn(bn):
-    """Reference: BatchNorm with this batch's statistics held constant (no gradient through
-    them), i.e. what the efficient path computes below the top mask."""
+def _train_bn_stack():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        _mask(0.7, (4, 4), 0),
+        nn.Conv2d(3, 3, 3, stride=2),
+        nn.BatchNorm2d(3),
+        _mask(0.5, (2, 2), 1),
+        nn.Conv2d(3, 3, 1),
+        nn.BatchNorm2d(3),  # above the top mask: an ordinary train-mode BatchNorm
+    ).double()
+
+
+def test_train_batchnorm_gradient_is_the_same_whatever_the_crops():
+    """Train-mode BatchNorm below the top mask: the statistics' gradient comes from the
+    receptive field of the kept cells, each position once, so one crop per position, tiles of
+    any side and whole segments all give the same gradient."""
+    x = torch.randn(4, 1, 13, 13, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    runs = []
+    for kwargs in (
+        dict(max_crop_fraction=0.0),
+        dict(max_crop_fraction=math.inf, tile_size=1),
+        dict(max_crop_fraction=math.inf, tile_size=2),
+        dict(max_crop_fraction=math.inf, tile_size=8),
+    ):
+        body = _train_bn_stack()
+        out, plan = efficient_spatial_backdrop(body, x, return_plan=True, **kwargs)
+        _loss(out).backward()
+        assert all(seg["cropped"] == (kwargs["max_crop_fraction"] > 0) for seg in plan)
+        runs.append(body)
+    for body in runs[1:]:
+        _assert_grads_equal(runs[0], body)
+
+
+def _stand_in_bn(bn, field):
+    """Reference BatchNorm: the batch's statistics as values, the gradient of the statistics
+    of the positions ``field`` ``(B, 1, H, W)``."""
 
     def forward(x):
         var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=0)
-        return nn.functional.batch_norm(x, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        k = field.sum()
+        m_k = (x * field).sum(dim=(0, 2, 3)) / k
+        v_k = ((x - m_k.view(1, -1, 1, 1)) ** 2 * field).sum(dim=(0, 2, 3)) / k
+        m = (m_k + (mean - m_k).detach()).view(1, -1, 1, 1)
+        v = (v_k + (var - v_k).detach()).view(1, -1, 1, 1)
+        return (x - m) / torch.sqrt(v + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(
+            1, -1, 1, 1
+        )
 
     return forward
 
 
 @pytest.mark.parametrize("max_crop_fraction", [math.inf, 0.0])
-def test_train_batchnorm_below_the_top_mask_uses_constant_batch_statistics(max_crop_fraction):
-    """The documented definition: BatchNorm below the top mask normalizes with the whole batch's
-    statistics as constants; above it, BatchNorm is untouched. Equal to the naive masked gradient
-    of that reference network, and different from naive masking with ordinary BatchNorm."""
+def test_train_batchnorm_definition_stand_in_statistics(max_crop_fraction):
+    """The documented definition, against a hand-built reference: BatchNorm normalizes with the
+    whole batch's statistics, and the positions in the receptive field of the kept cells (here
+    the kept positions dilated by the 3x3 conv above the BatchNorm, clipped at the border) stand
+    in for the map in the statistics' gradient. Naive masking differs (its statistics' gradient
+    reaches every position), unless the field covers the whole map."""
 
     def make():
         torch.manual_seed(0)
@@ -304,25 +349,43 @@ def test_train_batchnorm_below_the_top_mask_uses_constant_batch_statistics(max_c
             nn.Conv2d(1, 3, 3, padding=1),
             nn.BatchNorm2d(3),
             nn.ReLU(),
-            _mask(0.7, (4, 4), 0),
-            nn.Conv2d(3, 3, 3, stride=2),
-            nn.BatchNorm2d(3),
-            _mask(0.5, (2, 2), 1),
-            nn.Conv2d(3, 3, 1),
-            nn.BatchNorm2d(3),
+            nn.Conv2d(3, 2, 3, padding=1),
+            _mask(0.9, None, 5),  # one cell per position
+            nn.Conv2d(2, 2, 1),
         ).double()
 
-    x = torch.randn(4, 1, 12, 12, dtype=torch.float64)
-    ref, eff, naive = make(), make(), make()
-    for i in (1, 5):
-        ref[i].forward = _detached_stats_bn(ref[i])
-    _loss(ref(x)).backward()
-    _loss(naive(x)).backward()
+    x = torch.randn(3, 1, 10, 11, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    eff, ref, naive = make(), make(), make()
     _loss(efficient_spatial_backdrop(eff, x, max_crop_fraction=max_crop_fraction)).backward()
+    kept = eff[4].kept_cells()  # (B, 10, 11), drawn as the naive layer draws it
+    field = nn.functional.max_pool2d(kept[:, None].double(), 3, 1, 1)
+    assert 0 < float(field.mean()) < 1  # the field covers part of the map
+    ref[1].forward = _stand_in_bn(ref[1], field)
+    ref[4] = nn.Identity()
+    _loss(ref[5](apply_mask(ref[:4](x), kept, dims=(-2, -1)))).backward()
     _assert_grads_equal(ref, eff)
+    _loss(naive(x)).backward()
     g_eff = torch.cat([p.grad.flatten() for p in eff.parameters()])
     g_naive = torch.cat([p.grad.flatten() for p in naive.parameters()])
-    assert not torch.allclose(g_eff, g_naive, rtol=1e-3)  # the definition is a real difference
+    assert torch.equal(naive[4].kept_cells(), kept)
+    assert not torch.allclose(g_eff, g_naive, rtol=1e-3)
+
+
+def test_train_batchnorm_is_naive_where_the_field_covers_the_map():
+    """Nearly every cell kept: the receptive field covers every map below the top mask, and the
+    gradient is the naive one, BatchNorm statistics' gradient included (also above the top)."""
+
+    def make():
+        body = _train_bn_stack()
+        body[3].p, body[6].p = 1e-9, 1e-9  # every cell kept
+        return body
+
+    x = torch.randn(4, 1, 13, 13, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    naive, eff = make(), make()
+    _loss(naive(x)).backward()
+    _loss(efficient_spatial_backdrop(eff, x, max_crop_fraction=math.inf)).backward()
+    assert bool(eff[6].kept_cells().all()) and bool(eff[3].kept_cells().all())
+    _assert_grads_equal(naive, eff)
 
 
 @pytest.mark.parametrize(
