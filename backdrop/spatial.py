@@ -335,7 +335,7 @@ class _StandInBatchNorm(torch.autograd.Function):
         inv_s = torch.rsqrt(var + ctx.eps)
         d_x, d_w, d_b = torch.ops.aten.native_batch_norm_backward(
             grad, x, weight, mean, var, None, None, False, ctx.eps,
-            [ctx.needs_input_grad[0], weight is not None, True],
+            [ctx.needs_input_grad[0], True, True],  # sum(dy * xhat), sum(dy): also for dx
         )  # fmt: skip
         if d_x is not None:
             gamma = weight if weight is not None else torch.ones_like(inv_s)

@@ -17,6 +17,7 @@ from torch import nn
 from backdrop import (
     Backdrop,
     GPNet,
+    PonceNet,
     apply_mask,
     backdrop,
     efficient_backdrop,
@@ -319,7 +320,7 @@ def test_train_batchnorm_gradient_is_the_same_whatever_the_crops():
 
 def _stand_in_bn(bn, field):
     """Reference BatchNorm: the batch's statistics as values, the gradient of the statistics
-    of the positions ``field`` ``(B, 1, H, W)``."""
+    of the positions ``field`` ``(B, 1, H, W)`` (plain autograd ops)."""
 
     def forward(x):
         var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=0)
@@ -328,15 +329,17 @@ def _stand_in_bn(bn, field):
         v_k = ((x - m_k.view(1, -1, 1, 1)) ** 2 * field).sum(dim=(0, 2, 3)) / k
         m = (m_k + (mean - m_k).detach()).view(1, -1, 1, 1)
         v = (v_k + (var - v_k).detach()).view(1, -1, 1, 1)
-        return (x - m) / torch.sqrt(v + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(
-            1, -1, 1, 1
-        )
+        y = (x - m) / torch.sqrt(v + bn.eps)
+        if bn.affine:
+            y = y * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+        return y
 
     return forward
 
 
+@pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("max_crop_fraction", [math.inf, 0.0])
-def test_train_batchnorm_definition_stand_in_statistics(max_crop_fraction):
+def test_train_batchnorm_definition_stand_in_statistics(max_crop_fraction, affine):
     """The documented definition, against a hand-built reference: BatchNorm normalizes with the
     whole batch's statistics, and the positions in the receptive field of the kept cells (here
     the kept positions dilated by the 3x3 conv above the BatchNorm, clipped at the border) stand
@@ -347,7 +350,7 @@ def test_train_batchnorm_definition_stand_in_statistics(max_crop_fraction):
         torch.manual_seed(0)
         return nn.Sequential(
             nn.Conv2d(1, 3, 3, padding=1),
-            nn.BatchNorm2d(3),
+            nn.BatchNorm2d(3, affine=affine),
             nn.ReLU(),
             nn.Conv2d(3, 2, 3, padding=1),
             _mask(0.9, None, 5),  # one cell per position
@@ -515,6 +518,57 @@ def test_gp_net_channels_last():
     nn.functional.cross_entropy(naive(x), y).backward()
     nn.functional.cross_entropy(eff(x), y).backward()
     assert eff.last_plan[0]["cropped"]
+    _assert_grads_equal(naive, eff)
+
+
+def test_no_grad_pass_runs_channels_last_on_cpu(monkeypatch):
+    """The no-grad pass of an NCHW model convolves channels_last maps on CPU (faster, no
+    reordered copies; docs/backdrop.md), or the model's layout when switched off; same
+    gradients either way."""
+    import backdrop.spatial as spatial
+
+    conv2d = nn.functional.conv2d
+    seen = []
+
+    def spy(x, *args, **kwargs):
+        if not torch.is_grad_enabled() and x.shape[1] > 1:
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return conv2d(x, *args, **kwargs)
+
+    monkeypatch.setattr(nn.functional, "conv2d", spy)
+    x, y = _data()
+    nets = []
+    for channels_last in (True, False):
+        monkeypatch.setattr(spatial, "NO_GRAD_CHANNELS_LAST", channels_last)
+        seen.clear()
+        net = _gp(True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        assert seen and all(s == channels_last for s in seen)
+        nets.append(net)
+    _assert_grads_equal(*nets)
+
+
+def test_ponce_net_efficient_equals_naive():
+    def make(efficient):
+        torch.manual_seed(0)
+        net = PonceNet(
+            width=4,
+            input_size=(60, 80),
+            patch_size=(6, 8),
+            p=0.9,
+            efficient=efficient,
+            generator=torch.Generator().manual_seed(1),
+        ).double()
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return net
+
+    x = torch.randn(2, 1, 60, 80, dtype=torch.float64)
+    naive, eff = make(False), make(True)
+    nn.functional.cross_entropy(naive(x), torch.tensor([0, 1])).backward()
+    nn.functional.cross_entropy(eff(x), torch.tensor([0, 1])).backward()
+    assert eff.last_plan
     _assert_grads_equal(naive, eff)
 
 
