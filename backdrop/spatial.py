@@ -2,39 +2,44 @@
 
 Naive spatial masking (:class:`~backdrop.Backdrop` layers in a conv net) builds the autograd
 graph over every pixel and multiplies most of the gradient by zero. Here a flat stack of layers
-with spatial masks (e.g. ``GPNet.body``) runs as follows, segment by segment from the input up
-(a *segment* is the run of layers between two mask slots, a *slot* one or more masks at the same
-place):
+with spatial masks (e.g. ``GPNet.body``) runs as follows (a *slot* is one or more masks at one
+place, a *segment* the layers between two slots, or between the input and the lowest slot):
 
 1. The masks are drawn first, bottom to top, with the same calls (and generator draws) as the
    naive forward, so a seeded run draws the same masks on either path. A slot's gradient weights
-   form one map ``(B, H, W)`` (Eq. 1: ``b * N / |b|_1``, the product when masks share a slot).
-2. Top down, the positions whose gradient can be nonzero: the kept positions of the top slot;
-   below it, the kept positions of a slot that lie in the receptive field of the positions
-   found one slot up. The receptive field comes from the layers (kernel, stride, padding and
-   dilation of conv and pooling layers; pointwise layers pass positions through).
-3. Bottom up, each segment below the top slot either runs *cropped*: a no-grad forward of the
-   whole map (nothing kept for backward) gives the values, and a forward with autograd on
-   crops of its input gives the graph for the tiles that cover the relevant positions only; the
-   tiles' outputs are pasted into the no-grad map with the slot's gradient weights; or, when
-   the crops would cover more than ``max_crop_fraction`` of the whole input (e.g. one kept
-   256-px cell, whose receptive field is the whole image), it runs *whole* with autograd and
-   the weights applied as the naive masking layer would.
-4. The layers above the top slot run on the assembled map with autograd, unchanged.
+   form one map ``(B, H, W)`` (Eq. 1: ``b * N / |b|_1``; the product when masks share a slot).
+2. Top down, the *relevant* positions, whose gradient can be nonzero: the kept positions of the
+   top slot; below it, the kept positions of a slot that lie in the receptive field of the
+   relevant positions one slot up. Receptive fields come from the layers (kernel, stride,
+   padding and dilation of conv and pooling layers; pointwise layers pass positions through).
+3. Each segment below the top slot is planned: square tiles (one side per segment, a power of two
+   chosen to minimise the cropped area) cover its relevant output positions, and the segment
+   runs *cropped* if the tiles' input crops cover at most ``max_crop_fraction`` of its input,
+   else *whole*. If no segment runs cropped there is nothing to save, and the step is the naive
+   masked step (the layers as they are, the masks' gradient weights).
+4. Bottom up, a cropped segment runs a no-grad forward of the whole map (in chunks of samples,
+   in place, nothing kept for a backward) for the values, and a forward with autograd on the
+   tiles' crops for the graph; the tiles' outputs are pasted into the no-grad map with the
+   slot's gradient weights. A whole segment runs with autograd and the weights applied as the
+   masking layer would.
+5. The layers above the top slot run on the assembled map with autograd, unchanged.
 
 Crops reproduce the whole-map computation exactly: every windowed layer runs with padding 0 on
-a crop that holds its true padding explicitly, where the crop reaches past the map's border
-(zero for convolutions and average pooling, ``-inf`` for max pooling), so border positions get
-the gradient of the whole-map computation. Tiles have equal sizes (a power of two in positions,
-chosen per segment to minimise the cropped area) and run as one batch per size.
+a crop that holds its true padding explicitly where the crop reaches past the map's border (zero
+for convolutions and average pooling, ``-inf`` for max pooling), so border positions get the
+gradient of the whole-map computation. Without train-mode BatchNorm below the top slot the
+parameter and input gradients equal naive masking with the same masks (float rounding).
 
-BatchNorm that normalizes with batch statistics (train mode) below the top slot: the statistics
-are those of the whole-map forward (running statistics updated once per step, as in a plain
-step), taken as constants in the backward: no gradient flows through the mean and variance.
-The naive masked gradient also flows through the statistics into every pixel, which no crop
-can reproduce; docs/backdrop.md has the measured difference. Without such BatchNorm (none, or
-eval mode) the parameter gradient equals naive masking with the same masks. Layers above the
-top slot (BatchNorm included) behave exactly as in the plain network.
+BatchNorm that normalizes with batch statistics (train mode) below the top slot of a step that
+crops: the values are the whole batch's statistics (those of the plain forward; running
+statistics updated once per step), and in the backward the mean and variance carry the gradient
+of the statistics of the positions in the receptive field of the relevant positions, each
+counted once: those positions *stand in* for the whole map, as the kept samples do in
+:func:`~backdrop.efficient_backdrop`'s ``"full"`` mode. Naive masking's gradient flows through
+the statistics into every position of the map, which no crop can reproduce; where the field
+covers the whole map the two are equal. The cropped and the whole runs of a segment compute the
+same stand-in gradient (:class:`_StandInBatchNorm`). docs/backdrop.md has the measured difference.
+Layers above the top slot (BatchNorm included) behave exactly as in the plain network.
 
 Layers that cannot be bounded below an active mask (global or adaptive pooling, attention,
 flattening, unknown modules, train-mode dropout whose random draw crops cannot reproduce,
@@ -324,7 +329,12 @@ class _StandInBatchNorm(torch.autograd.Function):
         stat_dtype = weight.dtype if weight is not None else x.dtype
         mean, var = mean.to(stat_dtype), var.to(stat_dtype)
         total = w.sum().clamp(min=1)
-        m_w = torch.einsum("kchw,kzhw->c", x, w.to(x.dtype)).to(stat_dtype) / total
+        wx = w.to(x.dtype)
+        if x.is_contiguous():  # one pass over x, no product map: (K, C, hw) @ (K, hw, 1)
+            sums = torch.bmm(x.flatten(2), wx.flatten(2).transpose(1, 2)).sum(dim=(0, 2))
+        else:
+            sums = torch.einsum("kchw,kzhw->c", x, wx)
+        m_w = sums.to(stat_dtype) / total
         ctx.save_for_backward(x, weight, mean, var, w, m_w, total)
         ctx.eps = eps
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
@@ -340,10 +350,12 @@ class _StandInBatchNorm(torch.autograd.Function):
         if d_x is not None:
             gamma = weight if weight is not None else torch.ones_like(inv_s)
             view = (1, -1, 1, 1)
-            c1 = (gamma * inv_s * d_b / total).view(view).to(x.dtype)
-            c2 = (gamma * inv_s * inv_s * d_w / total).view(view).to(x.dtype)
-            corr = (x - m_w.view(view).to(x.dtype)).mul_(c2).add_(c1).mul_(w.to(x.dtype))
-            d_x = d_x.sub_(corr)
+            c1 = gamma * inv_s * d_b / total
+            c2 = gamma * inv_s * inv_s * d_w / total
+            # dx -= w * (c1 + c2 * (x - m_w)): two fused passes over the map
+            shift = (c1 - c2 * m_w).view(view).to(x.dtype)
+            corr = torch.addcmul(shift, x, c2.view(view).to(x.dtype))
+            d_x = d_x.addcmul_(corr, w.to(x.dtype), value=-1)
         d_w = d_w if ctx.needs_input_grad[1] else None
         d_b = d_b if ctx.needs_input_grad[2] else None
         return d_x, d_w, d_b, None, None, None, None
@@ -557,8 +569,9 @@ def efficient_spatial_backdrop(
             pointwise and ``Backdrop`` layers; above the topmost active mask any layers.
         x: input ``(B, C, H, W)``.
         max_crop_fraction: a segment runs cropped when its crops cover at most this fraction of
-            its whole input (summed over crops), else whole. ``inf`` always crops, ``0`` never
-            (except where nothing needs a gradient).
+            its whole input (summed over crops), else whole. When no segment runs cropped, the
+            step is the naive masked step (nothing to save). ``inf`` always crops; ``0`` gives
+            the naive step (unless nothing below a mask needs a gradient).
         tile_size: side of the square output tiles that crops cover, in positions at the
             mask; ``None`` (default) picks the power of two with the least cropped area.
         return_plan: also return, per segment below the top mask, a dict with the layers it
@@ -654,24 +667,12 @@ def efficient_spatial_backdrop(
         if j:
             relevant[j - 1] = relevant[j - 1] & regions[j].get(0, relevant[j])
 
-    # 3. segments bottom up
-    h = x
+    # 3. plan: crop a segment where the crops cover at most max_crop_fraction of its input
     plan = []
     for j, seg in enumerate(segments):
         tiles, fraction = _plan_tiles(relevant[j], seg, tile_size)
         empty = tiles.n.numel() == 0  # nothing below needs a gradient: values only
         cropped = empty or (bool(seg.layers) and fraction <= max_crop_fraction)
-        if cropped:
-            stats: dict[int, tuple[Tensor, Tensor]] = {}
-            base = _run_no_grad(seg, h.detach(), stats)
-            if base.untyped_storage().data_ptr() == h.untyped_storage().data_ptr():
-                base = base.clone()  # identity layers only: paste into a copy, never into h
-            if not empty:
-                out = _run_crops(seg, h, tiles, stats, regions[j])
-                _paste(base, out, tiles, weights[j])
-            h = base
-        else:
-            h = scale_gradient(_run_whole(seg, h, regions[j]), weights[j][:, None])
         plan.append(
             dict(
                 layers=(seg.layers[0].name, seg.layers[-1].name) if seg.layers else None,
@@ -679,9 +680,30 @@ def efficient_spatial_backdrop(
                 fraction=fraction,
                 tile=tiles.side,
                 tiles=int(tiles.n.numel()),
+                _tiles=tiles,
             )
         )
-    # 4. the layers above the top slot, unchanged
+    # 4. segments bottom up; nothing to crop: the naive masked step, layers as they are
+    naive = not any(seg["cropped"] for seg in plan)
+    h = x
+    for j, seg in enumerate(segments):
+        tiles = plan[j].pop("_tiles")
+        if naive:
+            for lay in seg.layers:
+                h = lay.module(h)
+            h = scale_gradient(h, weights[j][:, None])
+        elif plan[j]["cropped"]:
+            stats: dict[int, tuple[Tensor, Tensor]] = {}
+            base = _run_no_grad(seg, h.detach(), stats)
+            if base.untyped_storage().data_ptr() == h.untyped_storage().data_ptr():
+                base = base.clone()  # identity layers only: paste into a copy, never into h
+            if tiles.n.numel():
+                out = _run_crops(seg, h, tiles, stats, regions[j])
+                _paste(base, out, tiles, weights[j])
+            h = base
+        else:
+            h = scale_gradient(_run_whole(seg, h, regions[j]), weights[j][:, None])
+    # 5. the layers above the top slot, unchanged
     for lay in layers[top + 1 :]:
         h = lay.module(h)
     return (h, plan) if return_plan else h
