@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from backdrop.layers import Backdrop
+from backdrop.spatial import efficient_spatial_backdrop
 
 __all__ = ["AllConvNet", "GPNet", "PonceNet", "lattice_size", "mask_stage"]
 
@@ -113,8 +114,6 @@ def _mask_specs(
 def _efficient_heatmap(net: nn.Module, x: Tensor) -> Tensor:
     """``net.body(x)``, through the spatial compute-saving path when it applies."""
     if net.efficient and net.training and torch.is_grad_enabled():
-        from backdrop.spatial import efficient_spatial_backdrop
-
         out, net.last_plan = efficient_spatial_backdrop(net.body, x, return_plan=True)
         return out
     return net.body(x)
