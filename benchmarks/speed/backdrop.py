@@ -135,6 +135,15 @@ def _grad_vector(module: nn.Module) -> Tensor:
     return torch.cat([p.grad.flatten() for p in module.parameters()])
 
 
+def _rel(g: Tensor, ref: Tensor) -> float:
+    """Relative L2 distance ``||g - ref|| / ||ref||``."""
+    return float((g - ref).norm() / ref.norm())
+
+
+def _cos(g: Tensor, ref: Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(g, ref, dim=0))
+
+
 # Methods: (name, encoder has BatchNorm, efficient_backdrop keyword arguments or None = naive)
 METHODS: list[tuple[str, bool, dict | None]] = [
     ("naive", False, None),
@@ -364,20 +373,13 @@ def bench_batchnorm(args, task: Task) -> dict:
             times[name] = time.perf_counter() - t0
             grads[name] = _grad_vector(base)
         ref = grads["naive"]
-
-        def rel(g: Tensor, ref: Tensor = ref) -> float:
-            return float((g - ref).norm() / ref.norm())
-
-        def cos(g: Tensor, ref: Tensor = ref) -> float:
-            return float(torch.nn.functional.cosine_similarity(g, ref, dim=0))
-
         out[str(p)] = dict(
-            rel_diff_full=rel(grads["full"]),
-            rel_diff_subset=rel(grads["subset"]),
-            rel_diff_other_mask=rel(grads["naive_other_mask"]),
-            cos_full=cos(grads["full"]),
-            cos_subset=cos(grads["subset"]),
-            cos_other_mask=cos(grads["naive_other_mask"]),
+            rel_diff_full=_rel(grads["full"], ref),
+            rel_diff_subset=_rel(grads["subset"], ref),
+            rel_diff_other_mask=_rel(grads["naive_other_mask"], ref),
+            cos_full=_cos(grads["full"], ref),
+            cos_subset=_cos(grads["subset"], ref),
+            cos_other_mask=_cos(grads["naive_other_mask"], ref),
             single_step_time_s=times,
         )
     base.load_state_dict(state)
@@ -696,19 +698,12 @@ def bench_spatial_batchnorm(args, scale: str) -> dict:
                 gp_step(net, x, y)
                 grads[name] = _grad_vector(net)
             ref = grads["naive"]
-
-            def rel(g: Tensor, ref: Tensor = ref) -> float:
-                return float((g - ref).norm() / ref.norm())
-
-            def cos(g: Tensor, ref: Tensor = ref) -> float:
-                return float(torch.nn.functional.cosine_similarity(g, ref, dim=0))
-
             key = "eval" if bn_eval else "train"
             entry[key] = dict(
-                rel_diff_efficient=rel(grads["efficient"]),
-                cos_efficient=cos(grads["efficient"]),
-                rel_diff_other_mask=rel(grads["naive_other"]),
-                cos_other_mask=cos(grads["naive_other"]),
+                rel_diff_efficient=_rel(grads["efficient"], ref),
+                cos_efficient=_cos(grads["efficient"], ref),
+                rel_diff_other_mask=_rel(grads["naive_other"], ref),
+                cos_other_mask=_cos(grads["naive_other"], ref),
             )
         out[f"{ps} {pl}"] = entry
     return out
