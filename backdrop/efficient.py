@@ -12,11 +12,9 @@ For an encoder without cross-sample layers this equals the naive masked gradient
 mask. BatchNorm in train mode couples the samples; see ``batchnorm`` in
 :func:`efficient_backdrop` and docs/backdrop.md for what differs and by how much.
 
-The three steps (mask over index sets, no-grad pass writing into an output, paste of the
-graph-carrying kept part with the Eq. 1 scale) are separate helpers so that a spatial-lattice
-variant can replace the index sets of dim 0 by kept lattice cells: no-grad map of the whole
-image, graph pass on crops around the kept cells (plus the receptive-field margin), paste of the
-kept cells' features into the no-grad map.
+The same three steps (mask, no-grad pass writing into an output, paste of the graph-carrying
+kept part with the Eq. 1 scale) over kept lattice cells instead of kept samples are
+:mod:`backdrop.spatial`.
 """
 
 from __future__ import annotations
