@@ -10,7 +10,8 @@ one, which then keeps ~4 of its 64 cells as the paper's large mask keeps 1 of 16
 3e-3, the one the golkar2018-mini val scan chose for 10 of its 11 configurations (a step on
 16 images of 512 px costs ~16x one of golkar2018-mini, so a full learning-rate scan does not fit
 the 30-minute budget); the number of steps per row from a val scan (one scan seed, val every 25
-steps); then ``--seeds`` seeds per row on ``test``, one leaderboard entry per row. Writes ``results/depth3-gp3-512.{json,md}`` and the scan
+steps); then ``--seeds`` seeds per row on ``test``, one leaderboard entry per row. Writes
+``results/depth3-gp3-512.{json,md}`` and the scan
 ``results/depth3-gp3-512-scan.{json,md}``.
 """
 
