@@ -53,30 +53,11 @@ _PROB_ATOL = 1e-4
 # ---- resolving a dataset -----------------------------------------------------------------
 
 def resolve_dataset(dataset: DatasetSpec | str | os.PathLike) -> DatasetSpec:
-    """A :class:`DatasetSpec` from a spec, a preset name, a spec JSON file or a dataset path.
+    """A :class:`DatasetSpec` from a spec, a preset name, a spec JSON file or a dataset path
+    (:func:`gptextures.io.resolve_spec`, the package's one resolver)."""
+    from .io.loading import resolve_spec
 
-    Dataset files and folders are read with ``gptextures.io.read_spec`` (imported lazily).
-    """
-    if isinstance(dataset, DatasetSpec):
-        return dataset
-    if isinstance(dataset, str) and dataset in _presets.names():
-        return _presets.get(dataset)
-    if not isinstance(dataset, (str, os.PathLike)):
-        raise TypeError(
-            f"dataset: expected a DatasetSpec, a preset name or a path, got"
-            f" {type(dataset).__name__}"
-        )
-    path = Path(dataset)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"dataset: {str(dataset)!r} is neither a preset ({', '.join(_presets.names())})"
-            " nor an existing file or folder"
-        )
-    if path.is_file() and path.suffix == ".json":
-        return DatasetSpec.from_json(path.read_text(encoding="utf-8"))
-    from .io import read_spec
-
-    return read_spec(path)
+    return resolve_spec(dataset, name="dataset")
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:

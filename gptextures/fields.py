@@ -256,8 +256,7 @@ def draw_field(plan: FieldPlan, rng: np.random.Generator, crop: tuple[int, int],
                threads: int = 1, backend: str | None = None) -> np.ndarray:
     """Draw a field from a plan and return its top-left ``crop`` (float32, C-contiguous)."""
     h, w = plan.shape
-    spectrum = _fft.spectrum_buffer(plan.shape, plan.rx + 1, backend,
-                                    rows=(plan.ry + 1, plan.n_bottom))
+    spectrum = _fft.spectrum_buffer(plan.shape, plan.rx + 1, backend)
     top, bottom = plan.coefficients(rng)
     plan.place(spectrum, top, bottom, 1.0 / (h * w))  # the inverse FFT's normalisation
     out = _fft.irfft2(spectrum, plan.shape, threads=threads, backend=backend, normalise=False)

@@ -193,12 +193,12 @@ def test_merge_command(tmp_path, tiny_h5, capsys):
 
 _SLOW_CHILD = """
 import sys, time
-import gptextures.generation as g
-real = g.render_block
+import gptextures.io.hdf5.writer as w
+real = w.render_block
 def slow(*a):
     time.sleep(0.3)
     return real(*a)
-g.render_block = slow
+w.render_block = slow
 from gptextures.cli import main
 sys.exit(main(sys.argv[1:]))
 """
