@@ -38,7 +38,7 @@ import numpy as np
 
 from .io import lock as _lock
 from .io.formats import FormatWriter, Task, check_formats, check_target, detect_format, get_format
-from .io.meta import check_disk_space, ensure_writable_dir
+from .io.meta import check_disk_space, ensure_writable_dir, write_error
 from .memory import keep_freed_memory
 from .spec import DatasetSpec
 
@@ -353,12 +353,16 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
     executor: Any = None
     interrupted = False
     try:
-        for f, p in paths.items():
-            writers[f] = get_format(f).open_writer(p, spec, splits=splits, shard=shard,
-                                                   overwrite=overwrite, **options[f])
-        if client is not None or scheduler is not None:
+        if client is not None or scheduler is not None:  # reach the cluster before any file
             executor = _Dask(client, own=False) if client is not None \
                 else _Dask(_dask_client(scheduler), own=True)  # type: ignore[arg-type]
+        for f, p in paths.items():
+            try:
+                writers[f] = get_format(f).open_writer(p, spec, splits=splits, shard=shard,
+                                                       overwrite=overwrite, **options[f])
+            except OSError as exc:
+                raise write_error(exc, p) from exc
+        if executor is not None:
             try:
                 n = max(1, sum(executor.client.nthreads().values()))
             except Exception:  # noqa: BLE001 - a best guess is enough for block sizing
@@ -373,7 +377,10 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
                 else _Inline()
         result.workers = n
         for f, writer in writers.items():
-            _write(spec, f, writer, executor, n, progress, result)
+            try:
+                _write(spec, f, writer, executor, n, progress, result)
+            except OSError as exc:
+                raise write_error(exc, writer.path) from exc
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         for w in writers.values():

@@ -155,3 +155,54 @@ def progress_bar(total: int, desc: str, progress: bool, *, initial: int = 0,
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class WriteError(OSError):
+    """Writing an output failed; the message names it and says how to resume."""
+
+
+def write_error(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``exc`` (raised while writing ``path``) as one clear line: what failed, where, and that
+    rerunning the same command resumes. Errors that already say so pass through."""
+    if isinstance(exc, (WriteError, FileExistsError, FileNotFoundError, CorruptDataError,
+                        BlockingIOError, IsADirectoryError, PermissionError)):
+        return exc
+    code = exc.errno
+    cause = os.strerror(code) if code else " ".join(str(exc).split())[:200]
+    where = f"out: cannot write {str(path)!r}: {cause}" + (f" (errno {code})" if code else "")
+    if code in _SPACE_ERRNOS:
+        advice = ("free space on that filesystem (or raise the file size limit, `ulimit -f`),"
+                  " then rerun the same command: it resumes from the unfinished output")
+    else:
+        advice = "fix the cause, then rerun the same command: it resumes from the unfinished output"
+    return WriteError(code or errno.EIO, f"{where}; {advice}")
+
+
+def read_text(path: str | os.PathLike[str], what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is allowed), or a clear error naming it and
+    ``what`` it is (the parameter)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what}: {str(path)!r} is a directory; expected a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no such file {str(path)!r}")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what}: {str(path)!r} is not UTF-8 text (byte {exc.start}:"
+                         f" {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8"
+                         ) from None
+
+
+def parse_json(text: str, path: str | os.PathLike[str], what: str) -> Any:
+    """``json.loads(text)`` of file ``path``; errors (nesting too deep too) as ValueError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: {str(path)!r} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{what}: {str(path)!r} is nested too deeply to be a"
+                         " gptextures file") from None

@@ -24,6 +24,7 @@ import errno
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,21 +438,37 @@ def _create_file(p: Path, spec: DatasetSpec, ranges: Mapping[str, tuple[int, int
     return h5, columns
 
 
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+), sblock->base_addr = (\d+),"
+                        r" stored_eof = (\d+)")
+
+
 def _open_partial(partial: Path) -> h5py.File | None:
     """Open a partial file to resume from; ``None`` when it is unreadable (killed mid-flush).
+
+    A write that failed for lack of space (``ENOSPC``, ``EFBIG``) leaves a file shorter than
+    the end HDF5 recorded when it closed it, which HDF5 then refuses to open ("truncated
+    file"). Every block counted by ``written`` lies before that end, so the file is extended
+    (with zeros, sparse) to the recorded end and opened again; the resume checks each row's
+    checksum as it copies it.
 
     Raises:
         OutputBusyError: another process has it open for writing (HDF5's own file lock):
             it is never deleted then.
     """
-    try:
-        h5 = h5py.File(partial, "r")
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "lock" in str(exc).lower():
-            raise _lock.OutputBusyError(
-                errno.EWOULDBLOCK, f"out: {str(partial)!r} is open for writing in another"
-                " process (HDF5 file lock); stop it, then rerun") from None
-        return None
+    for attempt in range(2):
+        try:
+            h5 = h5py.File(partial, "r")
+            break
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or \
+                    "unable to lock file" in str(exc):
+                raise _lock.OutputBusyError(
+                    errno.EWOULDBLOCK, f"out: {str(partial)!r} is open for writing in another"
+                    " process (HDF5 file lock); stop it, then rerun") from None
+            m = _TRUNCATED.search(str(exc))
+            if attempt or m is None or int(m[2]) + int(m[3]) <= int(m[1]):
+                return None
+            os.truncate(partial, int(m[2]) + int(m[3]))
     try:
         for key in ("fingerprint", "spec_json"):
             h5.attrs[key]
