@@ -30,18 +30,30 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 BACKENDS = ("pyfftw", "scipy", "numpy")
 
-try:  # pragma: no cover - depends on the optional extra
-    import pyfftw
+# pyFFTW is imported on first use (it takes ~0.15 s and pulls in dask.array when installed),
+# not when gptextures is imported.
+pyfftw: Any = None
+_pyfftw_checked = False
 
-    _HAVE_PYFFTW = True
-except ImportError:  # pragma: no cover
-    pyfftw = None
-    _HAVE_PYFFTW = False
+
+def _have_pyfftw() -> bool:
+    """Import pyFFTW once; whether it is installed."""
+    global pyfftw, _pyfftw_checked
+    if not _pyfftw_checked:
+        try:  # pragma: no cover - depends on the optional extra
+            import pyfftw as module
+
+            pyfftw = module
+        except ImportError:  # pragma: no cover
+            pyfftw = None
+        _pyfftw_checked = True
+    return pyfftw is not None
 
 _local = threading.local()
 
@@ -55,7 +67,7 @@ _wisdom_state: dict[str, str | None] = {}
 
 def available_backends() -> tuple[str, ...]:
     """Backends importable here, fastest first."""
-    return tuple(b for b in BACKENDS if b != "pyfftw" or _HAVE_PYFFTW)
+    return tuple(b for b in BACKENDS if b != "pyfftw" or _have_pyfftw())
 
 
 def default_backend() -> str:
@@ -85,7 +97,7 @@ def wisdom_id() -> str | None:
     moment, when pyFFTW is missing, or when FFTW rejects it (another FFTW build or a CPU without
     the SIMD codelets it names).
     """
-    if not _HAVE_PYFFTW:
+    if not _have_pyfftw():
         return None
     with _wisdom_lock:
         if "id" not in _wisdom_state:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 
 from . import fft as _fft
 from . import seeds as _seeds
@@ -55,6 +54,8 @@ def check_shape(shape: int | tuple[int, int]) -> tuple[int, int]:
 
 def torus_shape(shape: tuple[int, int], pad: int) -> tuple[int, int]:
     """Torus on which a non-periodic ``shape`` field is drawn: ``shape + pad``, fast FFT lengths."""
+    import scipy.fft  # here: importing it costs ~0.1 s, and periodic fields never need it
+
     h, w = shape
     return (
         scipy.fft.next_fast_len(h + pad, real=True),

@@ -211,3 +211,38 @@ def test_folder_with_one_split_loads(tmp_path, hf_cache):
     assert [d["split"] for d in front["configs"][0]["data_files"]] == ["test"]
     dd = datasets.load_dataset(str(out), cache_dir=hf_cache)
     assert list(dd) == ["test"] and dd["test"].num_rows == 16
+
+
+def test_a_truncated_parquet_file_is_corrupt_data_naming_it(tmp_path, folder):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    victim = bad / "data" / f"test-00002-of-00004-{_cid()}.parquet"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(CorruptDataError, match=r"test-00002-of-00004-.*\.parquet'.*split"
+                                               r" 'test', rows 10\.\.14"):
+        load(bad, "test")
+    assert load(bad, "train").images.shape == (16, 64, 64)  # the other split still reads
+    rep = hf.verify(bad, samples=0)
+    assert [m for m in rep.problems if "index 10..14" in m]
+
+
+def test_load_dataset_never_serves_another_folders_content(tmp_path, hf_cache, monkeypatch):
+    """Two folders of the same name with different content (another FFT backend, another
+    spec) load as themselves in one process: the card names the content, and
+    datasets.load_dataset keys its cache on the card (it served the first folder's images)."""
+    from gptextures.generation import generate
+
+    monkeypatch.setenv("GPTEXTURES_FFT", "scipy")
+    a = generate(SPEC, tmp_path / "a", formats="hf").paths["hf"]
+    monkeypatch.setenv("GPTEXTURES_FFT", "numpy")
+    b = generate(SPEC, tmp_path / "b", formats="hf").paths["hf"]
+    other = type(SPEC).from_dict({**SPEC.to_dict(), "seed": 1})  # same name, other content
+    c = generate(other, tmp_path / "c", formats="hf").paths["hf"]
+    assert a.name == b.name == c.name
+    for folder in (a, b, c):
+        got = datasets.load_dataset(str(folder), cache_dir=hf_cache)["test"]
+        images = got.with_format("numpy")[:]["image"]
+        assert images.tobytes() == load(folder, "test").images.tobytes(), folder
+    assert (a / "README.md").read_text() != (b / "README.md").read_text()
