@@ -208,7 +208,7 @@ def test_killed_run_resumes_byte_identical(tmp_path):
     (tmp_path / "spec.json").write_text(spec.to_json())
     out = tmp_path / "out"
     argv = [str(tmp_path / "spec.json"), "--out", str(out), "--no-progress"]
-    env = {**_slow_env(tmp_path, "gptextures.io.hdf5.writer", "render_block", 0.3),
+    env = {**_slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.3),
            "PYTHONUNBUFFERED": "1"}
     child = subprocess.Popen(_gptextures("generate", *argv), env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -353,7 +353,7 @@ def test_a_second_run_on_the_same_output_refuses_and_loses_nothing(tmp_path, cap
         env = _slow_env(tmp_path, "gptextures.io.hf", "write_file", 0.4)
         partial = out / "twice-hf.partial"
     else:
-        env = _slow_env(tmp_path, "gptextures.io.hdf5.writer", "render_block", 0.4)
+        env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.4)
         partial = out / "twice.h5.partial"
     child = subprocess.Popen(_gptextures(*argv), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -384,7 +384,7 @@ def test_sigterm_stops_workers_and_the_run_resumes(tmp_path):
     spec_json = _spec_file(tmp_path, "term", 60)
     out = tmp_path / "out"
     argv = ["generate", spec_json, "--out", str(out), "--workers", "2", "--no-progress"]
-    env = _slow_env(tmp_path, "gptextures.io.hdf5.writer", "render_block", 0.2)
+    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.2)
     child = subprocess.Popen(_gptextures(*argv), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     partial = out / "term.h5.partial"
@@ -414,7 +414,7 @@ def test_workers_exit_when_their_parent_is_gone(tmp_path, sig):
     clean-up possible) its workers notice and exit by themselves."""
     spec_json = _spec_file(tmp_path, "orphans", 60)
     out = tmp_path / "out"
-    env = _slow_env(tmp_path, "gptextures.io.hdf5.writer", "render_block", 0.2)
+    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.2)
     child = subprocess.Popen(
         _gptextures("generate", spec_json, "--out", str(out), "--workers", "2", "--no-progress"),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

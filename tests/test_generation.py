@@ -14,10 +14,10 @@ from gptextures.generation import (
     output_paths,
     parse_shard,
 )
+from gptextures.io import blocks as blocks_mod
 from gptextures.io import hdf5 as h5io
 from gptextures.io import load
 from gptextures.io.hdf5 import block_size, render_block
-from gptextures.io.hdf5 import writer as h5writer
 
 SPEC = presets.get("tiny")
 
@@ -192,7 +192,7 @@ def test_writer_thread_failure_surfaces_and_the_partial_resumes(tmp_path, monkey
         return real(self, *a, **k)
 
     renders = []
-    real_render = h5writer.render_block
+    real_render = blocks_mod.render_block
 
     def render(*a):
         renders.append(a[1:4])
@@ -201,7 +201,7 @@ def test_writer_thread_failure_surfaces_and_the_partial_resumes(tmp_path, monkey
         return real_render(*a)
 
     monkeypatch.setattr(h5io.HDF5Writer, "write", failing_write)
-    monkeypatch.setattr(h5writer, "render_block", render)
+    monkeypatch.setattr(blocks_mod, "render_block", render)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="cannot write .*No space left on device") as info:
         generate(SPEC, out)
@@ -222,7 +222,7 @@ def test_writer_thread_failure_surfaces_and_the_partial_resumes(tmp_path, monkey
 
 def test_interrupt_while_rendering_leaves_a_resumable_file(tmp_path, monkeypatch):
     clean = generate(ODD, tmp_path / "clean").paths["hdf5"]
-    real_render = h5writer.render_block
+    real_render = blocks_mod.render_block
     calls = {"n": 0}
 
     def render(*a):
@@ -231,7 +231,7 @@ def test_interrupt_while_rendering_leaves_a_resumable_file(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_render(*a)
 
-    monkeypatch.setattr(h5writer, "render_block", render)
+    monkeypatch.setattr(blocks_mod, "render_block", render)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         generate(ODD, out)

@@ -175,9 +175,11 @@ class FormatWriter(ABC):
     """
 
     path: Path
-    #: split -> samples this output holds; ``resumed``: how many were already written.
+    #: split -> samples this output holds; ``resumed``: split -> samples already written.
     counts: dict[str, int]
-    resumed: int
+    resumed: dict[str, int]
+    #: modules worker processes import to run :meth:`tasks` (preloaded once per pool)
+    worker_modules: tuple[str, ...] = ()
 
     @abstractmethod
     def tasks(self, executor: str, workers: int) -> list[Task]:

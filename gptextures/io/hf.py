@@ -105,10 +105,19 @@ def arrow_schema(spec: DatasetSpec) -> Any:
     return schema.with_metadata(meta)
 
 
+def schema_bytes(spec: DatasetSpec) -> bytes:
+    """:func:`arrow_schema` serialised (Arrow IPC), for worker processes: read back with
+    ``pyarrow.ipc.read_schema`` they write the same Parquet bytes without importing
+    ``datasets`` (~1 s per worker pool), the image column then being its plain storage type
+    with the extension's name in the field metadata, as Parquet stores it anyway."""
+    return arrow_schema(spec).serialize().to_pybytes()
+
+
 def arrow_table(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray, seeds: np.ndarray,
                 indices: np.ndarray, schema: Any = None) -> Any:
     """A ``pyarrow.Table`` of rows: ``images`` float32 ``(k, H, W)``, ``labels``/``seeds``/
-    ``indices`` int ``(k,)``."""
+    ``indices`` int ``(k,)``; ``schema``: :func:`arrow_schema` (the default) or the same read
+    back from :func:`schema_bytes`."""
     import pyarrow as pa
 
     schema = arrow_schema(spec) if schema is None else schema
@@ -118,7 +127,9 @@ def arrow_table(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray, seeds
     inner = pa.ListArray.from_arrays(pa.array(np.arange(0, k * h * w + 1, w, dtype=np.int32)),
                                      flat)
     outer = pa.ListArray.from_arrays(pa.array(np.arange(0, k * h + 1, h, dtype=np.int32)), inner)
-    image = pa.ExtensionArray.from_storage(schema.field("image").type, outer)
+    image_type = schema.field("image").type
+    image = pa.ExtensionArray.from_storage(image_type, outer) \
+        if isinstance(image_type, pa.ExtensionType) else outer
     labels = np.asarray(labels, dtype=np.int64)
     levels = _labels.decode_array(labels, spec.texture.radices)
     cols = [image, pa.array(labels)]
@@ -230,20 +241,22 @@ def _spec_of(spec_json: str) -> DatasetSpec:
 
 
 def write_file(spec_json: str, folder: str, split: str, index: int, count: int, start: int,
-               stop: int, compression: str, content: str) -> int:
+               stop: int, compression: str, content: str, schema: bytes | None = None) -> int:
     """Generate rows ``start:stop`` of ``split`` and write them as one Parquet file.
 
     Runs in a worker process (or a Dask worker): generates one row group at a time and writes
     ``<file>.partial`` before renaming it. A write-behind thread encodes and writes each row
     group (pyarrow releases the GIL) while the next one renders; the file's bytes are the same
-    as writing in line. Returns the file's size in bytes.
+    as writing in line. ``schema``: :func:`schema_bytes` (default: computed here, which
+    imports ``datasets``). Returns the file's size in bytes.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     spec = _spec_of(spec_json)
     final = Path(folder) / ParquetFile(split, index, count, start, stop, content).name
     tmp = Path(str(final) + PARTIAL_SUFFIX)
-    schema = arrow_schema(spec)
+    schema = arrow_schema(spec) if schema is None else pa.ipc.read_schema(pa.py_buffer(schema))
     h, w = spec.texture.size
     group = max(1, TARGET_ROW_GROUP_BYTES // (h * w * 4))
     with pq.ParquetWriter(tmp, schema, **_parquet_options(compression)) as writer:
@@ -270,6 +283,8 @@ class HFWriter(FormatWriter):
     Holds the output's lock from :meth:`open` to :meth:`finish` or :meth:`close`.
     """
 
+    worker_modules = ("gptextures.io.hf", "pyarrow.parquet")  # what tasks import
+
     def __init__(self, path: Path, spec: DatasetSpec, files: list[ParquetFile],
                  shard: tuple[int, int], compression: str, rows_per_file: int):
         self.path = path
@@ -284,6 +299,7 @@ class HFWriter(FormatWriter):
         self.resumed = {}
         self._written = 0
         self._locked = True
+        self._schema: bytes | None = None
 
     @property
     def work(self) -> Path:
@@ -355,8 +371,10 @@ class HFWriter(FormatWriter):
 
     def task(self, f: ParquetFile) -> tuple[Any, ...]:
         """Arguments of :func:`write_file` for one file."""
+        if self._schema is None:
+            self._schema = schema_bytes(self.spec)
         return (self.spec.to_json(indent=None), str(self.work), f.split, f.index, f.count,
-                f.start, f.stop, self.compression, f.content)
+                f.start, f.stop, self.compression, f.content, self._schema)
 
     def tasks(self, executor: str, workers: int) -> list[Task]:
         """One task per missing file: workers render and write whole files."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...spec import DatasetSpec
+from ..blocks import render_block
 from ..checksum import EncodedChunks, encode_chunks, fletcher32
 from ..formats import Format
 from ..meta import human_bytes
@@ -21,7 +22,7 @@ from .layout import COMPRESSIONS, default_path, is_hdf5, partial_path, shard_ran
 from .merge import merge
 from .reader import HDF5Dataset, read_spec
 from .verify import content_digest, verify
-from .writer import HDF5Writer, block_size, render_block
+from .writer import HDF5Writer, block_size
 
 
 class HDF5Format(Format):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
 import json
 import os
 import re
@@ -34,13 +33,14 @@ import h5py
 import numpy as np
 
 from ...spec import DatasetSpec
+from .. import blocks as _blocks
 from .. import lock as _lock
 from ..behind import WriteBehind
 from ..checksum import EncodedChunks, encode_chunks
 from ..formats import FormatWriter, Task, check_target
 from ..meta import ensure_writable_dir, provenance
 from ..slots import SUFFIX as SLOTS_SUFFIX
-from ..slots import BlockSlots, write_slot
+from ..slots import BlockSlots
 from .layout import LABEL_CHUNK, check_compression, partial_path, shard_range
 from .reader import read_stored_chunks
 
@@ -57,31 +57,6 @@ def block_size(spec: DatasetSpec, remaining: int, workers: int) -> int:
     h, w = spec.texture.size
     size = max(1, min(64, _BLOCK_BYTES // (h * w * 4)))
     return max(1, min(size, -(-remaining // (4 * workers)) if remaining else 1))
-
-
-@functools.lru_cache(maxsize=4)
-def _spec_of(spec_json: str) -> DatasetSpec:
-    return DatasetSpec.from_json(spec_json)
-
-
-def render_block(spec_json: str, split: str, start: int, stop: int, mode: str = "images",
-                 slot: tuple[str, int, int, int] | None = None) -> Any:
-    """Render samples ``start:stop`` of ``split`` in a worker (one FFT thread).
-
-    Args:
-        mode: what to return: ``"images"`` (float32 ``(k, H, W)``), ``"chunks"``
-            (:class:`~gptextures.io.checksum.EncodedChunks`, the checksums computed here) or
-            ``"slot"`` (the encoded chunks are written into ``slot = (file, offset, capacity,
-            number)`` of the writer's :class:`~gptextures.io.slots.BlockSlots`; returns their
-            sizes).
-    """
-    images = _spec_of(spec_json).images(split, start, stop, threads=1)
-    if mode == "images":
-        return images
-    chunks = encode_chunks(images)
-    if mode == "chunks":
-        return chunks
-    return write_slot(slot[:3], chunks.chunks)  # type: ignore[index]
 
 
 @dataclass
@@ -108,6 +83,8 @@ class HDF5Writer(FormatWriter):
     split's ``written`` counter, so the file's bytes do not depend on how samples are grouped
     into blocks. One thread at a time may use a writer (any thread).
     """
+
+    worker_modules = ("gptextures.io.blocks",)  # what tasks import: no h5py
 
     def __init__(self, path: Path, spec: DatasetSpec, h5: h5py.File, resumed: dict[str, int],
                  columns: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -333,7 +310,7 @@ class HDF5Writer(FormatWriter):
         # Slots in use at once: the tasks in flight (2 per worker), those waiting for the
         # writer thread, the one it writes and the one just returned.
         self._slot_plan = (2 * workers + _BEHIND + 2, bs * (h * w * 4 + 4))
-        return [Task(render_block, (spec_json, s, a, min(a + bs, b), mode, None),
+        return [Task(_blocks.render_block, (spec_json, s, a, min(a + bs, b), mode, None),
                      min(a + bs, b) - a) for s, (a, b) in todo.items() for a in range(a, b, bs)]
 
     def prepare(self, task: Task) -> Task:
