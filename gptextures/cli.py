@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 
-_AREAS = ("data", "scoring")
+_AREAS = ("data", "scoring", "publish")
 #: Signals that stop a command like Ctrl-C (batch schedulers send SIGTERM; a closed terminal
 #: or SSH session SIGHUP).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")

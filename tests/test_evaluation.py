@@ -159,8 +159,10 @@ def test_evaluator_sources(tmp_path):
     path.write_text(spec.to_json())
     for src in (spec, "tiny", path, str(path)):
         assert Evaluator(src).fingerprint == spec.fingerprint
-    with pytest.raises(FileNotFoundError, match="neither a preset"):
+    with pytest.raises(ValueError, match="neither a preset"):  # as every resolver raises
         Evaluator("no-such-preset")
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        Evaluator(tmp_path / "missing.h5")
     with pytest.raises(TypeError, match="dataset"):
         Evaluator(3)
 

@@ -76,6 +76,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--per-class", type=int, default=4, metavar="K",
                    help="images per class (row); default 4")
     p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--scales", action="store_true",
+                   help="instead: per class each level's field, the image and a 1:1 crop, for an"
+                        " 800-px page (the preview of a published dataset's card)")
     p.set_defaults(func=cmd_preview)
 
     p = subparsers.add_parser(
@@ -195,10 +198,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from ..io.preview import preview_grid
+    from ..io.scale_preview import scale_preview
 
     try:
-        out = preview_grid(args.source, args.out, split=args.split, per_class=args.per_class,
-                           dpi=args.dpi)
+        if args.scales:
+            out = scale_preview(args.source, args.out, split=args.split)
+        else:
+            out = preview_grid(args.source, args.out, split=args.split,
+                               per_class=args.per_class, dpi=args.dpi)
     except ImportError as exc:  # matplotlib (extra 'plot') is missing
         raise ValueError(str(exc)) from None
     print(f"wrote {out}")

@@ -54,9 +54,13 @@ def register(subparsers: Any) -> None:
     s.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     s.set_defaults(func=cmd_show)
 
-    a = sub.add_parser("add", help="validate an entry and add it to a leaderboard")
+    a = sub.add_parser("add", help="validate an entry (or run folders) and add it to a leaderboard")
     a.add_argument("board", metavar="FILE|PRESET", help="leaderboard JSON or preset name")
-    a.add_argument("entry", metavar="ENTRY.json", help="the entry (schema: docs/evaluation.md)")
+    a.add_argument("entry", metavar="ENTRY.json|RUN_FOLDER", nargs="+",
+                   help="the entry (schema: docs/evaluation.md), or the run folders of one"
+                        " recipe's seeds (>= 3; layout: docs/baselines.md), made into one entry")
+    a.add_argument("--method", default=None,
+                   help="with run folders: the name in the table (default: the runs' config)")
     a.add_argument("--dir", default=None, help="where to look up preset names (default: the"
                                                " shipped leaderboards, gptextures/leaderboards)")
     a.add_argument("--dataset", default=None, metavar="PATH|PRESET",
@@ -73,6 +77,10 @@ def register(subparsers: Any) -> None:
                    help="also rewrite the section between <!-- leaderboard:start --> and"
                         " <!-- leaderboard:end -->")
     r.set_defaults(func=cmd_render)
+
+    from .publish import register_leaderboard_sync  # pull/push: the Hub (commands/publish.py)
+
+    register_leaderboard_sync(sub, _board_path, None)  # --dir default: the shipped boards
 
 
 def _board_path(board: str, directory: str | None) -> Path:
@@ -128,9 +136,22 @@ def cmd_add(args: argparse.Namespace) -> int:
                 f"board: {str(path)!r} does not exist; pass --dataset to create it"
             )
         board = Leaderboard.for_dataset(resolve_dataset(source))
-    entry_path = Path(args.entry)
-    entry = parse_json(read_text(entry_path, "entry"), entry_path, "entry")
-    e = board.add(entry, replace=args.replace, where=f"entry {str(entry_path)!r}")
+    paths = [Path(e) for e in args.entry]
+    if all(p.is_dir() for p in paths):
+        from ..runs import entry_from_runs
+
+        entry = entry_from_runs(paths, method=args.method)
+        where = f"runs {', '.join(map(str, paths))}"
+    elif len(paths) == 1:
+        entry_path = paths[0]
+        if not entry_path.exists():
+            raise FileNotFoundError(f"entry: no such file or run folder {str(entry_path)!r}")
+        entry = parse_json(read_text(entry_path, "entry"), entry_path, "entry")
+        where = f"entry {str(entry_path)!r}"
+    else:
+        raise ValueError("entry: give one entry JSON file, or run folders only (the seeds of one"
+                         f" recipe); got {', '.join(map(str, paths))}")
+    e = board.add(entry, replace=args.replace, where=where)
     board.save(path)
     rank = next(r for r, x in board.ranked() if x is e)
     print(f"added {e['method']!r} to {path} (rank {rank} of {len(board.entries)})")

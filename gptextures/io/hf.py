@@ -427,13 +427,21 @@ def _write_metadata(folder: Path, spec: DatasetSpec, files: Sequence[ParquetFile
                                                        data_files=patterns))
 
 
-def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None, *,
+def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None, *, preview: str = "",
+                 load_args: str = '"path/or/repo"', hub_sections: str = "",
+                 made_by: tuple[str, str] | None = None,
                  data_files: Mapping[str, str] | None = None) -> str:
     """The README.md of a folder: ``cards/dataset_card.md`` filled in (YAML front matter).
 
     Args:
         spec: the dataset.
         splits: the splits the folder holds (default: all of the spec's).
+        preview, load_args, hub_sections: what a Hub repo's card adds
+            (``gptextures.publication``): the preview after the introduction, the
+            ``load_dataset`` arguments, and sections before the license; a folder's own card
+            leaves them out.
+        made_by: ``(package version, FFT backend)`` that wrote the files (default: this
+            process's).
         data_files: split -> the ``configs`` path pattern of its Parquet files (default
             ``data/<split>-*``). A folder's patterns name its content id, so that
             ``datasets.load_dataset`` caches each content apart (see :func:`content_id`).
@@ -485,8 +493,10 @@ def dataset_card(spec: DatasetSpec, splits: Sequence[str] | None = None, *,
         depth=spec.texture.depth, num_classes=spec.num_classes, kernel=spec.texture.kernel,
         mix=spec.texture.mix, periodic="periodic" if spec.texture.periodic else "non-periodic",
         levels_table=levels, splits_table=split_rows, classes_table=classes, seed=spec.seed,
-        package_version=__version__, fft_backend=backend_name(),
-        spec_json=spec.to_json(indent=2),
+        package_version=made_by[0] if made_by else __version__,
+        fft_backend=made_by[1] if made_by else backend_name(),
+        spec_json=spec.to_json(indent=2), preview=preview, load_args=load_args,
+        hub_sections=hub_sections,
     )
 
 

@@ -28,8 +28,9 @@ def resolve_spec(source: Source, name: str = "source") -> DatasetSpec:
         name: the parameter name used in error messages.
     Raises:
         TypeError: not a spec, a string or a path.
-        FileNotFoundError: neither a preset nor an existing path.
-        ValueError: an invalid spec.
+        ValueError: a name that is not a preset (no path separator, no suffix), or an invalid
+            spec.
+        FileNotFoundError: a path (a separator or a suffix) that does not exist.
         IsADirectoryError: a ``.json`` path that is a directory.
         FormatError: a path that is not a gptextures dataset.
     """
@@ -57,8 +58,11 @@ def resolve_spec(source: Source, name: str = "source") -> DatasetSpec:
         return DatasetSpec.from_json(data)
     if p.exists():
         return format_of(p).read_spec(p)
-    raise FileNotFoundError(f"{name}: {text!r} is neither a preset ({', '.join(presets.names())})"
-                            " nor an existing spec .json file or dataset file/folder")
+    message = (f"{name}: {text!r} is neither a preset ({', '.join(presets.names())}) nor an"
+               " existing spec .json file or dataset file/folder")
+    if os.sep in text or (os.altsep and os.altsep in text) or p.suffix:
+        raise FileNotFoundError(message)  # a path
+    raise ValueError(message)  # a name: an unknown preset
 
 
 def read_spec(path: str | os.PathLike[str]) -> DatasetSpec:
