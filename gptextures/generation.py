@@ -37,7 +37,15 @@ from typing import Any
 import numpy as np
 
 from .io import lock as _lock
-from .io.formats import FormatWriter, Task, check_formats, check_target, detect_format, get_format
+from .io.formats import (
+    FormatWriter,
+    Task,
+    check_formats,
+    check_target,
+    detect_format,
+    get_format,
+    shard_range,
+)
 from .io.meta import check_disk_space, ensure_writable_dir, write_error
 from .memory import keep_freed_memory
 from .spec import DatasetSpec
@@ -153,6 +161,10 @@ class _Dask:
 
 
 class _Pool:
+    """Local worker processes. The first one starts (the forkserver and its imports, ~0.5 s)
+    in a background thread from the moment the pool is made, while this process opens its
+    outputs; tasks wait for it."""
+
     kind = "pool"
 
     def __init__(self, workers: int, preload: Sequence[str]):
@@ -164,22 +176,33 @@ class _Pool:
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                            initializer=_worker_init,
                                            initargs=(os.getpid(), self._stop))
+        self._started = threading.Thread(target=self._start, daemon=True,
+                                         name="gptextures-pool-start")
+        self._started.start()
+
+    def _start(self) -> None:
+        try:
+            self.pool.submit(os.getpid).result()
+        except BaseException:  # noqa: BLE001 - a broken start shows in the tasks' results
+            pass
 
     def submit(self, fn: Any, *args: Any) -> cf.Future:
+        self._started.join()
         return self.pool.submit(fn, *args)
 
     def shutdown(self, interrupted: bool = False) -> None:
         if interrupted:
             self._stop.set()  # workers exit now, abandoning their tasks
+        self._started.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _preload(writers: Iterable[FormatWriter]) -> list[str]:
-    """Modules a worker pool imports once, before forking its workers: what the writers' tasks
+def _preload(formats: Iterable[str]) -> list[str]:
+    """Modules a worker pool imports once, before forking its workers: what the formats' tasks
     need, and pyFFTW when it renders (importing it takes ~0.2-0.7 s)."""
     from . import fft
 
-    mods = [m for w in writers for m in w.worker_modules]
+    mods = [m for f in formats for m in get_format(f).worker_modules]
     return list(dict.fromkeys(mods + (["pyfftw"] if fft.default_backend() == "pyfftw" else [])))
 
 
@@ -345,8 +368,6 @@ def _check_space(spec: DatasetSpec, splits: list[str], shard: tuple[int, int],
                  paths: dict[str, Path], options: dict[str, dict[str, Any]],
                  out_dir: str | os.PathLike[str]) -> None:
     """Refuse up front outputs that cannot fit (what a partial output holds counts as done)."""
-    from .io.hdf5.layout import shard_range
-
     n = sum(b - a for a, b in (shard_range(spec.num_samples(s), shard) for s in splits))
     needed = sum(get_format(f).stored_bytes(spec, n, **options[f]) for f in paths)
     done = sum(_size(Path(str(p) + ".partial")) for p in paths.values())
@@ -365,13 +386,17 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
         if client is not None or scheduler is not None:  # reach the cluster before any file
             executor = _Dask(client, own=False) if client is not None \
                 else _Dask(_dask_client(scheduler), own=True)  # type: ignore[arg-type]
+        elif workers > 1:  # starts in the background while the outputs open
+            samples = sum(b - a for a, b in (shard_range(spec.num_samples(s), shard)
+                                             for s in splits))
+            executor = _Pool(max(1, min(workers, samples)), _preload(paths))
         for f, p in paths.items():
             try:
                 writers[f] = get_format(f).open_writer(p, spec, splits=splits, shard=shard,
                                                        overwrite=overwrite, **options[f])
             except OSError as exc:
                 raise write_error(exc, p) from exc
-        if executor is not None:
+        if isinstance(executor, _Dask):
             try:
                 n = max(1, sum(executor.client.nthreads().values()))
             except Exception:  # noqa: BLE001 - a best guess is enough for block sizing
@@ -382,7 +407,10 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
             if n > cpu_count():
                 warnings.warn(f"workers: {n} worker processes on {cpu_count()} CPUs; more"
                               " workers than CPUs only adds overhead", stacklevel=3)
-            executor = _Pool(n, _preload(writers.values())) if n > 1 else _Inline()
+            if n == 1 and executor is not None:  # too little work to share
+                executor.shutdown()
+                executor = None
+            executor = executor or _Inline()
         result.workers = n
         for f, writer in writers.items():
             try:

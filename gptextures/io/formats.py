@@ -79,6 +79,12 @@ def format_of(path: str | os.PathLike[str]) -> Format:
     return get_format(detect_format(path))
 
 
+def shard_range(n: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Contiguous index range ``[start, stop)`` of shard ``i`` of ``k`` over ``n`` items."""
+    i, k = shard
+    return (n * i) // k, (n * (i + 1)) // k
+
+
 @dataclass(frozen=True)
 class Task:
     """One unit of generation work: ``fn(*args)`` in a worker, covering ``samples`` samples."""
@@ -178,8 +184,6 @@ class FormatWriter(ABC):
     #: split -> samples this output holds; ``resumed``: split -> samples already written.
     counts: dict[str, int]
     resumed: dict[str, int]
-    #: modules worker processes import to run :meth:`tasks` (preloaded once per pool)
-    worker_modules: tuple[str, ...] = ()
 
     @abstractmethod
     def tasks(self, executor: str, workers: int) -> list[Task]:
@@ -212,6 +216,8 @@ class Format(ABC):
     looks_like: str
     #: options ``open_writer`` takes (keyword -> default), named in ``gptextures generate``
     options: dict[str, Any] = {}
+    #: modules worker processes import to run its writers' tasks (a pool preloads them once)
+    worker_modules: tuple[str, ...] = ()
 
     @abstractmethod
     def detect(self, path: Path) -> bool:

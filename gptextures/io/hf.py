@@ -283,8 +283,6 @@ class HFWriter(FormatWriter):
     Holds the output's lock from :meth:`open` to :meth:`finish` or :meth:`close`.
     """
 
-    worker_modules = ("gptextures.io.hf", "pyarrow.parquet")  # what tasks import
-
     def __init__(self, path: Path, spec: DatasetSpec, files: list[ParquetFile],
                  shard: tuple[int, int], compression: str, rows_per_file: int):
         self.path = path
@@ -835,6 +833,7 @@ class HFFormat(Format):
     name = "hf"
     looks_like = f"a folder holding {META_FILE}"
     options = {"compression": "zstd", "rows_per_file": None}
+    worker_modules = ("gptextures.io.hf", "pyarrow.parquet")  # no datasets: schema passed
 
     def detect(self, path: Path) -> bool:
         return Path(path).is_dir() and (Path(path) / META_FILE).is_file()

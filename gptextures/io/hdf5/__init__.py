@@ -31,6 +31,7 @@ class HDF5Format(Format):
     name = "hdf5"
     looks_like = "a file starting with the HDF5 signature"
     options = {"compression": None}
+    worker_modules = ("gptextures.io.blocks",)  # rendering and checksums: no h5py
 
     def detect(self, path: Path) -> bool:
         return is_hdf5(Path(path))

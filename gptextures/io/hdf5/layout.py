@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ...spec import DatasetSpec
+from ..formats import shard_range  # noqa: F401 - part of the layout's names
 from ..meta import PARTIAL_SUFFIX
 
 COMPRESSIONS: tuple[str | None, ...] = (None, "gzip", "lzf")
@@ -26,12 +27,6 @@ def default_path(out_dir: str | os.PathLike[str], spec: DatasetSpec,
 def partial_path(path: str | os.PathLike[str]) -> Path:
     """Where a writer keeps an unfinished file: ``<path>.partial``."""
     return Path(str(path) + PARTIAL_SUFFIX)
-
-
-def shard_range(n: int, shard: tuple[int, int]) -> tuple[int, int]:
-    """Contiguous index range ``[start, stop)`` of shard ``i`` of ``k`` over ``n`` items."""
-    i, k = shard
-    return (n * i) // k, (n * (i + 1)) // k
 
 
 def check_compression(compression: str | None) -> str | None:

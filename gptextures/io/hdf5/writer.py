@@ -84,8 +84,6 @@ class HDF5Writer(FormatWriter):
     into blocks. One thread at a time may use a writer (any thread).
     """
 
-    worker_modules = ("gptextures.io.blocks",)  # what tasks import: no h5py
-
     def __init__(self, path: Path, spec: DatasetSpec, h5: h5py.File, resumed: dict[str, int],
                  columns: Mapping[str, tuple[np.ndarray, np.ndarray]],
                  compression: str | None):
