@@ -87,6 +87,7 @@ def test_run_folder_is_complete_and_scores_what_it_predicts(tmp_path):
     assert again.already_complete and again.test.accuracy == res.test.accuracy
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_same_seed_gives_the_same_weights_and_other_seeds_differ(tmp_path):
     cfg = tiny_config(steps=3)
     train(cfg, tmp_path / "a", progress=False)
@@ -96,6 +97,7 @@ def test_same_seed_gives_the_same_weights_and_other_seeds_differ(tmp_path):
     assert not same_weights(tmp_path / "a", tmp_path / "c")
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     cfg = tiny_config(steps=6)
     train(cfg, tmp_path / "whole", progress=False)
@@ -141,6 +143,7 @@ def test_killed_process_resumes_from_its_checkpoint(tmp_path):
     assert same_weights(tmp_path / "ref", tmp_path / "k")
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_entry_from_three_seeds_is_a_valid_leaderboard_entry(tmp_path):
     folders = []
     for seed in range(3):
@@ -250,6 +253,7 @@ def test_cli_errors_name_the_value(tmp_path, capsys):
     assert "[0, 1)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_scan_selects_on_val_and_records_the_curves(tmp_path):
     spec = gt.DatasetSpec(
         name="valtest", version="1", seed=1, splits={"train": 1, "val": 2, "test": 1},
@@ -284,6 +288,7 @@ def test_select_rule_breaks_ties_by_log_loss_then_steps():
     assert (sel["lr"], sel["steps"]) == (1e-2, 10)
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_jobs_run_in_processes_and_on_dask_with_the_same_results(tmp_path):
     def job(d, seed):
         return {"config": {"dataset": "tiny", "width": 4, "steps": 2, "seed": seed},
