@@ -400,6 +400,7 @@ def test_sigterm_stops_workers_and_the_run_resumes(tmp_path):
     assert "interrupted (SIGTERM)" in child.stderr.read()
     _wait_for(lambda: not _alive(family), timeout=10, what="the workers to exit")
     assert partial.exists() and not (out / "term.h5").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["term.h5.partial"]  # no scratch, no lock
     res = subprocess.run([sys.executable, "-m", "gptextures", *argv], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
@@ -429,6 +430,14 @@ def test_workers_exit_when_their_parent_is_gone(tmp_path, sig):
             child.kill()
     assert code == (129 if sig == "SIGHUP" else -signal.SIGKILL)
     _wait_for(lambda: not _alive(family), timeout=10, what="the workers to exit")
+    left = sorted(p.name for p in out.iterdir())
+    if sig == "SIGHUP":  # stopped cleanly: only the partial file
+        assert left == ["orphans.h5.partial"]
+    else:  # killed: the scratch file of the workers' blocks may be left; the next run removes it
+        assert set(left) <= {"orphans.h5.partial", "orphans.h5.partial.blocks", "orphans.h5.lock"}
+        assert main(["generate", spec_json, "--out", str(out), "--workers", "2",
+                     "--no-progress"]) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["orphans.h5"]
 
 
 # ---- errors at the command line are one line ---------------------------------------------

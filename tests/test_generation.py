@@ -61,10 +61,18 @@ def test_single_run_summary(single):
     assert d.images.tobytes() == load(ODD, "train").images.tobytes()
 
 
-def test_two_worker_processes_are_byte_identical(tmp_path, single):
+@pytest.mark.parametrize("transport", ["slot", "chunks"])
+def test_two_worker_processes_are_byte_identical(tmp_path, single, monkeypatch, transport):
+    """Workers hand HDF5 blocks back through the mapped scratch file (or, compared in the io
+    benchmark, pickled through the pool's pipes): the same bytes either way."""
+    from gptextures.io.hdf5 import writer
+
+    monkeypatch.setattr(writer, "POOL_TRANSPORT", transport)
     res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
+    assert res.workers == 2
     assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     _same_hf(res.paths["hf"], single.paths["hf"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd-hf", "odd.h5"]  # no scratch
 
 
 def test_shards_then_merge_are_byte_identical(tmp_path, single):

@@ -357,7 +357,10 @@ def main(argv: list[str] | None = None) -> dict:
         res["generation_images_per_s"] = n / t_gen
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["gptextures.textures"])
+        # The forkserver starts once per process, with this preload: what `generate`'s own
+        # pools preload, so that the in-process pools below fork ready workers.
+        ctx.set_forkserver_preload(["gptextures.io.blocks", "gptextures.io.hf",
+                                    "pyarrow.parquet", "pyfftw"])
         with cf.ProcessPoolExecutor(2, mp_context=ctx, initializer=_init_worker) as pool:
             gen_pool(spec, pool)  # warm: start workers, plans
             gen_pool(spec, pool, render_sum)
@@ -373,6 +376,40 @@ def main(argv: list[str] | None = None) -> dict:
         res["scaling_1_to_2_workers"] = t_one / t_pool2
         res["compute_scaling_1_to_2_workers"] = t_one / t_compute2
         res["machine_scaling_1_to_2"] = machine_scaling(ctx, max(repeats, 5))
+
+        # How HDF5 workers hand blocks back, paired in this process (its pool already warm):
+        # through the mapped scratch file vs pickled through the pool's pipes.
+        from gptextures.io.hdf5 import writer as h5writer
+
+        def transport(mode: str) -> Callable[[], tuple[float, float]]:
+            def run() -> tuple[float, float]:
+                h5writer.POOL_TRANSPORT = mode
+                try:
+                    t, c, d = timed_fresh(lambda d: generate(spec, d, workers=2), tmp)
+                finally:
+                    h5writer.POOL_TRANSPORT = "slot"
+                shutil.rmtree(d)
+                return t, c
+            return run
+
+        generate(spec, tmp / "warm", workers=2)  # start the pool's forkserver outside the timing
+        shutil.rmtree(tmp / "warm")
+
+        def one_process() -> tuple[float, float]:
+            t, c, d = timed_fresh(lambda d: generate(spec, d, workers=1), tmp)
+            shutil.rmtree(d)
+            return t, c
+
+        pairs: dict[str, list[float]] = {"slot": [], "pipe": [], "one": []}
+        fns = {"one": one_process, "slot": transport("slot"), "pipe": transport("chunks")}
+        for _ in range(max(repeats, 5)):
+            for key, fn in fns.items():
+                pairs[key].append(fn()[0])
+        res["hdf5_2_workers_slots_s"] = min(pairs["slot"])
+        res["hdf5_2_workers_pipes_s"] = min(pairs["pipe"])
+        res["hdf5_1_process_warm_s"] = min(pairs["one"])
+        res["hdf5_transport_pipe_over_slot_per_round"] = [
+            b / a for a, b in zip(pairs["slot"], pairs["pipe"])]
 
         # `gptextures generate golkar2018` end to end (pool start included), 1 vs 2 workers,
         # paired: each round runs all four once, so every ratio compares runs made seconds
@@ -542,6 +579,11 @@ def render_md(r: dict) -> str:
         f"| **the machine's own 1 -> 2 process scaling, same run: arithmetic / memory"
         f" streaming** | **{own['alu']:.2f}x / {own['memory']:.2f}x** before,"
         f" {after['alu']:.2f}x / {after['memory']:.2f}x after the paired rows | | |",
+        f"| HDF5, 2 workers (warm pool, {r['images']} images): blocks through the mapped"
+        f" scratch file / pickled through pipes / 1 process |"
+        f" {r['hdf5_2_workers_slots_s']:.3f} / {r['hdf5_2_workers_pipes_s']:.3f} /"
+        f" {r['hdf5_1_process_warm_s']:.3f} s (pipes over file per round:"
+        f" {_spread(r['hdf5_transport_pipe_over_slot_per_round'])}) | | |",
         f"| generation scaling 1 -> 2 worker processes, compute only (warm pool) |"
         f" {r['compute_scaling_1_to_2_workers']:.2f}x | >= 1.7x |"
         f" {ok(r['compute_scaling_1_to_2_workers'] >= 1.7)} |",

@@ -50,6 +50,10 @@ _BLOCK_BYTES = 16 * 2**20  # images per task: ~16 MiB, at most 64
 _INLINE_BLOCK_BYTES = 4 * 2**20
 _COPY_ROWS = 16  # rows per block when a resume copies a partial file
 _BEHIND = 2  # blocks waiting for the writer thread
+#: How local workers hand encoded blocks back: ``"slot"`` (through a mapped scratch file,
+#: :mod:`gptextures.io.slots`) or ``"chunks"`` (pickled through the pool's pipes); the io
+#: benchmark times both in the same run.
+POOL_TRANSPORT = "slot"
 
 
 def block_size(spec: DatasetSpec, remaining: int, workers: int) -> int:
@@ -304,7 +308,7 @@ class HDF5Writer(FormatWriter):
         elif self.compression is not None:
             mode = "images"
         else:
-            mode = "slot" if executor == "pool" else "chunks"
+            mode = POOL_TRANSPORT if executor == "pool" else "chunks"
         # Slots in use at once: the tasks in flight (2 per worker), those waiting for the
         # writer thread, the one it writes and the one just returned.
         self._slot_plan = (2 * workers + _BEHIND + 2, bs * (h * w * 4 + 4))
