@@ -340,6 +340,7 @@ def generate(
     if client is not None and not hasattr(client, "submit"):
         raise TypeError(f"client: expected a dask.distributed.Client, got "
                         f"{type(client).__name__}")
+    # The options of the formats that take some (any other format writes with its defaults).
     options = {"hdf5": {"compression": compression},
                "hf": {"compression": hf_compression, "rows_per_file": rows_per_file}}
     paths = output_paths(spec, out_dir, fmts, shard)
@@ -369,7 +370,7 @@ def _check_space(spec: DatasetSpec, splits: list[str], shard: tuple[int, int],
                  out_dir: str | os.PathLike[str]) -> None:
     """Refuse up front outputs that cannot fit (what a partial output holds counts as done)."""
     n = sum(b - a for a, b in (shard_range(spec.num_samples(s), shard) for s in splits))
-    needed = sum(get_format(f).stored_bytes(spec, n, **options[f]) for f in paths)
+    needed = sum(get_format(f).stored_bytes(spec, n, **options.get(f, {})) for f in paths)
     done = sum(_size(Path(str(p) + ".partial")) for p in paths.values())
     h, w = spec.texture.size
     check_disk_space(out_dir, needed - done,
@@ -393,7 +394,8 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
         for f, p in paths.items():
             try:
                 writers[f] = get_format(f).open_writer(p, spec, splits=splits, shard=shard,
-                                                       overwrite=overwrite, **options[f])
+                                                       overwrite=overwrite,
+                                                       **options.get(f, {}))
             except OSError as exc:
                 raise write_error(exc, p) from exc
         if isinstance(executor, _Dask):
