@@ -35,7 +35,7 @@ FORMATS: tuple[str, ...] = tuple(_REGISTRY)
 def get_format(name: str) -> Format:
     """The :class:`Format` registered as ``name``."""
     if name not in _REGISTRY:
-        raise ValueError(f"format: unknown format {name!r}; known formats: {', '.join(FORMATS)}")
+        raise ValueError(f"format: unknown format {name!r}; known formats: {', '.join(_REGISTRY)}")
     return importlib.import_module(_REGISTRY[name]).FORMAT
 
 
@@ -46,11 +46,11 @@ def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     else:
         items = list(formats)
     if not items:
-        raise ValueError(f"format: expected one or more of {', '.join(FORMATS)}, got {formats!r}")
+        raise ValueError(f"format: expected one or more of {', '.join(_REGISTRY)}, got {formats!r}")
     out: list[str] = []
     for f in items:
         if f not in _REGISTRY:
-            raise ValueError(f"format: unknown format {f!r}; known formats: {', '.join(FORMATS)}")
+            raise ValueError(f"format: unknown format {f!r}; known formats: {', '.join(_REGISTRY)}")
         if f not in out:
             out.append(f)
     return tuple(out)
@@ -66,10 +66,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"path: {str(p)!r} does not exist")
-    for name in FORMATS:
+    for name in _REGISTRY:
         if get_format(name).detect(p):
             return name
-    kinds = "; ".join(f"{n}: {get_format(n).looks_like}" for n in FORMATS)
+    kinds = "; ".join(f"{n}: {get_format(n).looks_like}" for n in _REGISTRY)
     what = "a folder" if p.is_dir() else "a file"
     raise FormatError(f"path: {str(p)!r} is {what} but not a gptextures dataset ({kinds})")
 
