@@ -315,7 +315,10 @@ class DatasetSpec:
             raise IndexError(f"index: must be in [0, {n - 1}] for split {split!r}, got {index}")
         return int(index)
 
-    def _check_range(self, split: str, start: int, stop: int | None) -> tuple[int, int]:
+    def check_range(self, split: str, start: int = 0, stop: int | None = None
+                    ) -> tuple[int, int]:
+        """``(start, stop)`` of a range of ``split``'s indices (``stop=None``: to the end);
+        ``IndexError`` outside ``0 <= start <= stop <= num_samples``."""
         n = self.num_samples(split)
         stop = n if stop is None else stop
         for name, v in (("start", start), ("stop", stop)):
@@ -338,7 +341,7 @@ class DatasetSpec:
 
     def labels(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Class indices of samples ``start:stop`` of ``split``: int64 ``(k,)``."""
-        start, stop = self._check_range(split, start, stop)
+        start, stop = self.check_range(split, start, stop)
         return np.arange(start, stop, dtype=np.int64) % self.num_classes
 
     def level_labels(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -347,7 +350,7 @@ class DatasetSpec:
 
     def seeds(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Per-sample seeds of samples ``start:stop`` of ``split``: int64 ``(k,)``."""
-        start, stop = self._check_range(split, start, stop)
+        start, stop = self.check_range(split, start, stop)
         return np.fromiter((_seeds.sample_seed(self.seed, split, i) for i in range(start, stop)),
                            dtype=np.int64, count=stop - start)
 
@@ -360,7 +363,7 @@ class DatasetSpec:
         """
         from .textures import render
 
-        start, stop = self._check_range(split, start, stop)
+        start, stop = self.check_range(split, start, stop)
         h, w = self.texture.size
         out = np.empty((stop - start, h, w), dtype=np.float32)
         labels, seeds = self.labels(split, start, stop), self.seeds(split, start, stop)

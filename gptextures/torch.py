@@ -157,14 +157,7 @@ class StreamingTextureDataset(IterableDataset):
         from .io import resolve_spec
 
         spec = resolve_spec(spec, name="spec")
-        n = spec.num_samples(split)
-        stop = n if stop is None else stop
-        for name, v in (("start", start), ("stop", stop)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name}: expected an int, got {v!r}")
-        if not 0 <= start <= stop <= n:
-            raise IndexError(f"start/stop: need 0 <= start <= stop <= {n} for split {split!r},"
-                             f" got start={start}, stop={stop}")
+        start, stop = spec.check_range(split, start, stop)
         if start == stop:
             raise ValueError(f"start/stop: the range is empty (start = stop = {start}); a"
                              " dataset needs at least one sample")

@@ -51,7 +51,7 @@ from .meta import (
     spec_from_provenance,
 )
 from .split_data import SplitData
-from .verify import VerifyReport
+from .verify import VerifyReport, check_samples
 
 COMPRESSIONS: tuple[str, ...] = ("zstd", "snappy", "none")
 TARGET_FILE_BYTES = 256 * 2**20
@@ -718,8 +718,7 @@ def verify(folder: str | os.PathLike[str], *, samples: int = 8, seed: int | None
     seeds and indices, and regenerate ``samples`` random images per split (``-1``: all),
     compared byte for byte with the FFT backend that wrote the folder, else within float32
     rounding (:func:`gptextures.io.verify.image_tolerance`)."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < -1:
-        raise ValueError(f"samples: expected an int >= -1 (-1 = all), got {samples!r}")
+    check_samples(samples)
     rep = VerifyReport(path=str(folder), format="hf", unit="files")
     with HFDataset(folder) as ds:
         spec = ds.spec

@@ -18,6 +18,13 @@ import numpy as np
 from ..spec import DatasetSpec
 
 
+def check_samples(samples: object) -> int:
+    """``verify``'s ``samples``: images to regenerate per split, an int >= -1 (-1: all)."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < -1:
+        raise ValueError(f"samples: expected an int >= -1 (-1 = all), got {samples!r}")
+    return samples
+
+
 def image_tolerance(spec: DatasetSpec, image: np.ndarray) -> float:
     """Largest difference allowed between two renderings of ``image`` by different backends.
 

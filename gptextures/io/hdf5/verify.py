@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from ..meta import CorruptDataError, progress_bar
-from ..verify import VerifyReport
+from ..verify import VerifyReport, check_samples
 from .reader import HDF5Dataset
 
 
@@ -30,8 +30,7 @@ def verify(path: str | os.PathLike[str], *, samples: int = 8, seed: int | None =
         seed: seed of the random choice of images (``None``: fresh).
         progress: show a tqdm bar over chunks.
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < -1:
-        raise ValueError(f"samples: expected an int >= -1 (-1 = all), got {samples!r}")
+    check_samples(samples)
     report = VerifyReport(path=str(path), format="hdf5", unit="chunks")
     with HDF5Dataset(path, allow_incomplete=True) as ds:
         spec = ds.spec
