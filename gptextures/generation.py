@@ -160,40 +160,65 @@ class _Dask:
             self.client.close()
 
 
+#: A local pool is started only when the work left, timed on the first tasks run in this
+#: process, exceeds this many seconds: starting one costs ~0.5-1 s (a forkserver importing
+#: numpy and pyFFTW, then each worker's FFT plans), and 2 workers can at best halve the rest.
+POOL_WORTH_S = 2.0
+
+
 class _Pool:
-    """Local worker processes. The first one starts (the forkserver and its imports, ~0.5 s)
-    in a background thread from the moment the pool is made, while this process opens its
-    outputs; tasks wait for it."""
+    """Local worker processes, started on demand (:meth:`start`): the first one comes up in a
+    background thread while this process keeps working; tasks wait for it."""
 
     kind = "pool"
 
     def __init__(self, workers: int, preload: Sequence[str]):
+        self.workers = workers
+        self._preload = list(preload)
+        self.pool: cf.ProcessPoolExecutor | None = None
+        self._started: threading.Thread | None = None
+        self._stop: Any = None
+
+    def start(self) -> None:
+        """Make the pool and bring its first worker up in the background."""
+        if self.pool is not None:
+            return
+        if self.workers > cpu_count():
+            warnings.warn(f"workers: {self.workers} worker processes on {cpu_count()} CPUs; more"
+                          " workers than CPUs only adds overhead", stacklevel=2)
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if ctx.get_start_method() == "forkserver":  # import numpy/pyFFTW once, not per worker
-            ctx.set_forkserver_preload(list(preload))
+            ctx.set_forkserver_preload(self._preload)
         self._stop = ctx.Event()
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+        self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                            initializer=_worker_init,
                                            initargs=(os.getpid(), self._stop))
-        self._started = threading.Thread(target=self._start, daemon=True,
+        self._started = threading.Thread(target=self._first_worker, daemon=True,
                                          name="gptextures-pool-start")
         self._started.start()
 
-    def _start(self) -> None:
+    def _first_worker(self) -> None:
         try:
-            self.pool.submit(os.getpid).result()
+            self.pool.submit(os.getpid).result()  # type: ignore[union-attr]
         except BaseException:  # noqa: BLE001 - a broken start shows in the tasks' results
             pass
 
+    def ready(self) -> bool:
+        """Whether the pool's first worker is up (tasks submitted now start at once)."""
+        return self._started is not None and not self._started.is_alive()
+
     def submit(self, fn: Any, *args: Any) -> cf.Future:
-        self._started.join()
-        return self.pool.submit(fn, *args)
+        self.start()
+        self._started.join()  # type: ignore[union-attr]
+        return self.pool.submit(fn, *args)  # type: ignore[union-attr]
 
     def shutdown(self, interrupted: bool = False) -> None:
+        if self.pool is None:
+            return
         if interrupted:
             self._stop.set()  # workers exit now, abandoning their tasks
-        self._started.join()
+        self._started.join()  # type: ignore[union-attr]
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -226,14 +251,36 @@ def _ordered(executor: Any, writer: FormatWriter, tasks: Iterable[Task],
     """Submit tasks with at most ``window`` in flight; yield ``(task, result)`` in order.
 
     Each task goes through ``writer.prepare`` just before it is submitted (it may wait for a
-    free transfer slot). In-process each task runs just before its result is yielded."""
+    free transfer slot). In-process each task runs just before its result is yielded. With a
+    local pool, this process runs the first tasks itself (``writer.inline``) and starts the
+    pool only when the work left, at the rate measured on them, exceeds ``POOL_WORTH_S``; it
+    goes on working while the pool's first worker comes up. So ``--workers`` never costs a
+    pool's start-up on a run too small to repay it."""
     prepare = getattr(writer, "prepare", lambda t: t)
     if isinstance(executor, _Inline):
         for task in tasks:
             yield task, executor.submit(task.fn, *task.args).result()
         return
-    pending: deque = deque()
+    tasks = list(tasks)
     it = iter(tasks)
+    if isinstance(executor, _Pool):
+        # This process works through the tasks itself, timing them, until the work left says
+        # a pool pays (POOL_WORTH_S) and its first worker is up; a small run never starts one.
+        left, done, spent = sum(t.samples for t in tasks), 0, 0.0
+        while not executor.ready():
+            task = next(it, None)
+            if task is None:
+                return
+            if done and spent / done * left > POOL_WORTH_S:
+                executor.start()
+            local = writer.inline(task)
+            t0 = time.perf_counter()
+            result = local.fn(*local.args)
+            spent += time.perf_counter() - t0
+            done += task.samples
+            left -= task.samples
+            yield local, result
+    pending: deque = deque()
 
     def submit_next() -> bool:
         task = next(it, None)
@@ -265,7 +312,8 @@ class GenerateResult:
         bytes: size on disk of the outputs.
         seconds: wall time of this run.
         fingerprint: the spec's fingerprint.
-        workers: worker processes used (after capping at the number of work units).
+        workers: worker processes used: 1 when the run was too small to start a pool (see
+            ``POOL_WORTH_S``), else ``workers`` capped at the number of work units.
     """
 
     paths: dict[str, Path] = field(default_factory=dict)
@@ -387,7 +435,7 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
         if client is not None or scheduler is not None:  # reach the cluster before any file
             executor = _Dask(client, own=False) if client is not None \
                 else _Dask(_dask_client(scheduler), own=True)  # type: ignore[arg-type]
-        elif workers > 1:  # starts in the background while the outputs open
+        elif workers > 1:  # started by _ordered when the work is worth it
             samples = sum(b - a for a, b in (shard_range(spec.num_samples(s), shard)
                                              for s in splits))
             executor = _Pool(max(1, min(workers, samples)), _preload(paths))
@@ -406,19 +454,18 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
         else:
             units = max(len(w.tasks("pool", workers)) for w in writers.values())
             n = max(1, min(workers, units))
-            if n > cpu_count():
-                warnings.warn(f"workers: {n} worker processes on {cpu_count()} CPUs; more"
-                              " workers than CPUs only adds overhead", stacklevel=3)
             if n == 1 and executor is not None:  # too little work to share
                 executor.shutdown()
                 executor = None
             executor = executor or _Inline()
-        result.workers = n
         for f, writer in writers.items():
             try:
                 _write(spec, f, writer, executor, n, progress, result)
             except OSError as exc:
                 raise write_error(exc, writer.path) from exc
+        used = not isinstance(executor, (_Pool, _Inline)) or \
+            (isinstance(executor, _Pool) and executor.pool is not None)
+        result.workers = n if used else 1
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         for w in writers.values():

@@ -384,14 +384,16 @@ def test_sigterm_stops_workers_and_the_run_resumes(tmp_path):
     spec_json = _spec_file(tmp_path, "term", 60)
     out = tmp_path / "out"
     argv = ["generate", spec_json, "--out", str(out), "--workers", "2", "--no-progress"]
-    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.2)
+    # 0.5 s per block: work enough (~4 s) for the run to start its worker pool
+    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.5)
     child = subprocess.Popen(_gptextures(*argv), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     partial = out / "term.h5.partial"
     try:
-        _wait_for(lambda: _written(partial) >= 8, what="a few written blocks")
-        family = _descendants(child.pid)
-        assert len(family) >= 3  # forkserver, 2 workers (and the resource tracker)
+        # (the first blocks are rendered in the parent while the pool starts)
+        _wait_for(lambda: _written(partial) >= 8 and len(_descendants(child.pid)) >= 4,
+                  what="workers running and a few written blocks")
+        family = _descendants(child.pid)  # forkserver, 2 workers, the resource tracker
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=30) == 143
     finally:
@@ -415,14 +417,14 @@ def test_workers_exit_when_their_parent_is_gone(tmp_path, sig):
     clean-up possible) its workers notice and exit by themselves."""
     spec_json = _spec_file(tmp_path, "orphans", 60)
     out = tmp_path / "out"
-    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.2)
+    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.5)
     child = subprocess.Popen(
         _gptextures("generate", spec_json, "--out", str(out), "--workers", "2", "--no-progress"),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: _written(out / "orphans.h5.partial") >= 4, what="written blocks")
+        _wait_for(lambda: _written(out / "orphans.h5.partial") >= 4
+                  and len(_descendants(child.pid)) >= 4, what="workers and written blocks")
         family = _descendants(child.pid)
-        assert len(family) >= 3
         child.send_signal(getattr(signal, sig))
         code = child.wait(timeout=30)
     finally:
@@ -488,17 +490,24 @@ def test_absurd_inputs_are_one_line_errors(tmp_path, capsys):
     assert code == 2 and "is a directory" in err
 
 
-def test_huge_worker_counts_are_capped(tmp_path, capsys):
+def test_huge_worker_counts_are_capped(tmp_path, capsys, monkeypatch):
     """--workers far beyond the work (once an OverflowError) runs one worker per Parquet
-    file, warning when that is more than the CPUs."""
-    from gptextures.generation import cpu_count
+    file, warning when that is more than the CPUs; a run too small to repay starting worker
+    processes runs in one process and says so."""
+    from gptextures import generation
 
-    code, out, err = run(capsys, "generate", "tiny", "--out", str(tmp_path), "--format", "hf",
-                         "--rows-per-file", "8", "--workers", str(10**20), "--no-progress")
+    code, out, err = run(capsys, "generate", "tiny", "--out", str(tmp_path / "a"), "--format",
+                         "hf", "--rows-per-file", "8", "--workers", str(10**20), "--no-progress")
+    assert code == 0, err
+    assert "one process: too little work" in out and "warning" not in err
+    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # start a pool for any run
+    code, out, err = run(capsys, "generate", "tiny", "--out", str(tmp_path / "b"), "--format",
+                         "hf", "--rows-per-file", "8", "--workers", str(10**20), "--no-progress")
     assert code == 0, err
     assert "4 worker processes" in out  # 4 files
-    assert ("more workers than CPUs" in err) == (cpu_count() < 4)
-    assert main(["verify", str(tmp_path / "tiny-hf"), "--samples", "2", "--no-progress"]) == 0
+    assert ("more workers than CPUs" in err) == (generation.cpu_count() < 4)
+    assert main(["verify", str(tmp_path / "b" / "tiny-hf"), "--samples", "2",
+                 "--no-progress"]) == 0
 
 
 def test_an_unreachable_scheduler_is_named(tmp_path, capsys):

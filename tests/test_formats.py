@@ -19,10 +19,14 @@ def npz(monkeypatch):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_new_format_works_everywhere(tmp_path, npz, workers, capsys):
+def test_a_new_format_works_everywhere(tmp_path, npz, workers, capsys, monkeypatch):
     """Generation (in process and in worker processes), loading, the torch dataset, info and
     verify use only the interface."""
+    from gptextures import generation
+
+    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # a pool even for this small run
     res = generate(SPEC, tmp_path, formats="npz", workers=workers)
+    assert res.workers == workers
     path = res.paths["npz"]
     assert path.name == "tiny.npz" and res.counts == {"train": 16, "test": 16}
     for split in SPEC.splits:

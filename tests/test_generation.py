@@ -65,9 +65,11 @@ def test_single_run_summary(single):
 def test_two_worker_processes_are_byte_identical(tmp_path, single, monkeypatch, transport):
     """Workers hand HDF5 blocks back through the mapped scratch file (or, compared in the io
     benchmark, pickled through the pool's pipes): the same bytes either way."""
+    from gptextures import generation
     from gptextures.io.hdf5 import writer
 
     monkeypatch.setattr(writer, "POOL_TRANSPORT", transport)
+    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # a pool even for this small run
     res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
     assert res.workers == 2
     assert_same_file(res.paths["hdf5"], single.paths["hdf5"])

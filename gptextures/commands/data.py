@@ -159,6 +159,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"  generated {res.generated} images in {res.seconds:.2f} s"
           f" ({res.images_per_second:.1f} images/s), {human_bytes(res.bytes)} on disk"
           + (f", {res.workers} worker processes" if res.workers > 1 else ""))
+    if args.workers > 1 and res.workers == 1 and res.generated:
+        print("  one process: too little work to start worker processes (a pool pays for"
+              " runs of more than a few seconds)")
     return 0
 
 

@@ -190,6 +190,11 @@ class FormatWriter(ABC):
         """The remaining work. ``executor`` is ``"inline"`` (this process), ``"pool"``
         (local worker processes) or ``"dask"``."""
 
+    def inline(self, task: Task) -> Task:
+        """The task as this process runs it itself (e.g. while a worker pool starts); by
+        default the task unchanged."""
+        return task
+
     @abstractmethod
     def accept(self, task: Task, result: Any) -> None:
         """Take one task's result (called in task order, in this process)."""

@@ -315,6 +315,13 @@ class HDF5Writer(FormatWriter):
         return [Task(_blocks.render_block, (spec_json, s, a, min(a + bs, b), mode, None),
                      min(a + bs, b) - a) for s, (a, b) in todo.items() for a in range(a, b, bs)]
 
+    def inline(self, task: Task) -> Task:
+        """A block this process renders itself returns images: the writer thread encodes them
+        while the next block renders (as with ``--workers 1``)."""
+        if task.args[4] == "images":
+            return task
+        return dataclasses.replace(task, args=(*task.args[:4], "images", None))
+
     def prepare(self, task: Task) -> Task:
         """The task as submitted: slot-mode blocks get a free slot (waits for one)."""
         if task.args[4] != "slot":
