@@ -22,6 +22,7 @@ Vocabulary used throughout the package:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -39,15 +40,44 @@ __all__ = [
 
 
 def _check_p(p: float) -> float:
-    """``p`` as a float, or an error naming p, its value and the allowed range [0, 1)."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
+    """``p`` as a float, or an error naming p, its value and the allowed range [0, 1).
+
+    Any real scalar is accepted: Python ``int``/``float``, numpy scalars (``np.float32``, ...) and
+    0-d numpy arrays or torch tensors of a real dtype. Bools (``True``, ``np.bool_``, bool
+    tensors) are refused: a flag is almost certainly a mistake for a probability.
+    """
+    if isinstance(p, torch.Tensor):
+        if p.ndim != 0 or p.dtype == torch.bool or p.is_complex():
+            raise TypeError(
+                f"p must be a real scalar in [0, 1) (a 0-d tensor of a real dtype is fine), "
+                f"got a {p.dtype} tensor of shape {tuple(p.shape)}"
+            )
+        value = float(p)
+    elif isinstance(p, numbers.Real) and not isinstance(p, bool):
+        value = float(p)
+    elif getattr(p, "ndim", None) == 0 and getattr(getattr(p, "dtype", None), "kind", "") in (
+        "i",
+        "u",
+        "f",
+    ):  # a 0-d numpy array (numpy is not imported here)
+        value = float(p)
+    else:
         raise TypeError(f"p must be a float in [0, 1), got {type(p).__name__} {p!r}")
-    if not 0.0 <= float(p) < 1.0:
+    if not 0.0 <= value < 1.0:
         raise ValueError(
             f"p must be in [0, 1) (probability of dropping a cell; 1 would drop every "
             f"gradient), got p={p!r}"
         )
-    return float(p)
+    return value
+
+
+def _check_batch(shape: Sequence[int]) -> None:
+    """An error that says the batch is empty when dim 0 has size 0 (nothing to mask)."""
+    if len(shape) == 0 or shape[0] == 0:
+        raise ValueError(
+            f"x has an empty batch (dim 0 has size 0, shape {tuple(shape)}): backdrop needs at "
+            f"least one sample to draw a mask over"
+        )
 
 
 def _resolve_per_sample(per_sample: bool | None, norm_dims: tuple[int, ...]) -> bool:
@@ -319,11 +349,37 @@ def backdrop(
     The mask is drawn on the generator's device and moved to ``x``'s device.
     """
     p = _check_p(p)
-    nd, lat = _normalize_dims(x.ndim, dims, lattice, per_sample)
-    ps = _resolve_per_sample(per_sample, nd)
-    cells = ([x.shape[0]] if ps else []) + _cells_shape(x.shape, nd, lat)
     if p == 0.0 or not (torch.is_grad_enabled() and x.requires_grad):
+        _draw_mask(x.shape, 0.0, dims, lattice, per_sample, None, None)  # validates only
         return (x, None) if return_mask else x
-    mask = sample_mask(cells, p, per_sample=ps, generator=generator, device=x.device)
+    mask, nd, lat, ps = _draw_mask(x.shape, p, dims, lattice, per_sample, generator, x.device)
     out = apply_mask(x, mask, dims=nd, lattice=lat, per_sample=ps)
     return (out, mask) if return_mask else out
+
+
+def _draw_mask(
+    shape: Sequence[int],
+    p: float,
+    dims: Sequence[int],
+    lattice: Sequence[int] | None,
+    per_sample: bool | None,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+) -> tuple[Tensor | None, tuple[int, ...], tuple[int | None, ...], bool]:
+    """Validate ``dims``/``lattice`` for an input of ``shape`` and draw the keep-mask (``p > 0``).
+
+    The one place where masks are drawn: :func:`backdrop`, :class:`~backdrop.Backdrop` and the
+    spatial compute-saving path call it with the same arguments, so a seeded generator gives
+    the same masks whichever path runs. Returns ``(mask or None, dims, lattice, per_sample)``
+    with dims normalized and sorted.
+    """
+    shape = torch.Size(shape)
+    nd, lat = _normalize_dims(len(shape), dims, lattice, per_sample)
+    ps = _resolve_per_sample(per_sample, nd)
+    if p == 0.0:
+        _cells_shape(shape, nd, lat)  # validates the lattice against the input
+        return None, nd, lat, ps
+    _check_batch(shape)
+    cells = ([shape[0]] if ps else []) + _cells_shape(shape, nd, lat)
+    mask = sample_mask(cells, p, per_sample=ps, generator=generator, device=device)
+    return mask, nd, lat, ps

@@ -9,9 +9,9 @@ from torch import Tensor, nn
 
 from backdrop.functional import (
     _check_p,
+    _draw_mask,
     _normalize_dims,
-    _resolve_per_sample,
-    backdrop,
+    apply_mask,
     expand_mask,
 )
 
@@ -53,10 +53,19 @@ class Backdrop(nn.Module):
             raise TypeError(f"per_sample must be a bool or None, got {per_sample!r}")
         self.per_sample = per_sample
         self.generator = generator
-        # Validate dims/lattice against the smallest input they could apply to
-        # (one extra leading dim for the sample dim when per sample).
-        ndim = max(d + 1 if d >= 0 else -d for d in self.dims) + int(bool(self.per_sample))
-        _normalize_dims(ndim, self.dims, self.lattice, self.per_sample)
+        # Validate dims/lattice against the smallest input they could apply to (one extra
+        # leading dim for the sample dim when per sample); mixed signs such as (0, -2, -1) need
+        # a few more dims to be distinct.
+        lowest = max(d + 1 if d >= 0 else -d for d in self.dims) + int(bool(self.per_sample))
+        errors = []
+        for ndim in range(lowest, lowest + len(self.dims) + 1):
+            try:
+                _normalize_dims(ndim, self.dims, self.lattice, self.per_sample)
+                break
+            except ValueError as err:
+                errors.append(err)
+        else:
+            raise errors[-1]
         self.last_mask: Tensor | None = None
         self._last_args: tuple | None = None
 
@@ -64,20 +73,28 @@ class Backdrop(nn.Module):
         """Return ``x`` (same values); in train mode the backward pass masks the gradient."""
         if not self.training or self.p == 0.0:
             return x
-        out, mask = backdrop(
-            x,
-            self.p,
-            dims=self.dims,
-            lattice=self.lattice,
-            per_sample=self.per_sample,
-            generator=self.generator,
-            return_mask=True,
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            _draw_mask(x.shape, 0.0, self.dims, self.lattice, self.per_sample, None, None)
+            return x
+        mask = self.draw_mask(x.shape, x.device)
+        nd, lat = _normalize_dims(x.ndim, self.dims, self.lattice, self.per_sample)
+        return apply_mask(x, mask, dims=nd, lattice=lat, per_sample=self._last_args[1])
+
+    def draw_mask(self, shape: Sequence[int], device: torch.device | str | None = None) -> Tensor:
+        """Draw and record the keep-mask a train-mode forward on an input of ``shape`` draws.
+
+        Used by the forward and by the spatial compute-saving path (which draws the masks of a
+        network before running it), so both consume the generator identically. Returns the bool
+        cell mask (as :meth:`kept_cells`); ``p`` must be > 0.
+        """
+        if self.p == 0.0:
+            raise ValueError("draw_mask needs p > 0 (a p = 0 layer draws no mask)")
+        mask, _, _, ps = _draw_mask(
+            shape, self.p, self.dims, self.lattice, self.per_sample, self.generator, device
         )
-        if mask is not None:
-            self.last_mask = mask
-            nd, _ = _normalize_dims(x.ndim, self.dims, self.lattice, self.per_sample)
-            self._last_args = (x.shape, _resolve_per_sample(self.per_sample, nd))
-        return out
+        self.last_mask = mask
+        self._last_args = (torch.Size(shape), ps)
+        return mask
 
     def kept_cells(self) -> Tensor | None:
         """Bool mask of the cells kept by the last masked forward (the one its backward uses).

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from backdrop.layers import Backdrop
+from backdrop.spatial import efficient_spatial_backdrop
 
 __all__ = ["AllConvNet", "GPNet", "PonceNet", "lattice_size", "mask_stage"]
 
@@ -75,8 +76,52 @@ def _spatial_mask(p: float, lattice: tuple[int, int], per_sample: bool, gen) -> 
     return Backdrop(p, dims=(-2, -1), lattice=lattice, per_sample=per_sample, generator=gen)
 
 
+_RESERVED_MASK_NAMES = {"layers", "slots"}  # mask_layers, mask_slots are attributes
+
+
+def _mask_specs(
+    masks: Sequence[tuple[str, float, float]] | None,
+    small_patch: float,
+    large_patch: float,
+    p_small: float,
+    p_large: float,
+) -> list[tuple[str, float, float]]:
+    """The ``(name, patch_px, p)`` list: ``masks``, or the small/large pair by default."""
+    if masks is None:
+        return [("small", small_patch, p_small), ("large", large_patch, p_large)]
+    if (small_patch, large_patch, p_small, p_large) != (16, 256, 0.0, 0.0):
+        raise ValueError(
+            "pass either masks=[(name, patch_px, p), ...] or small_patch/large_patch/p_small/"
+            "p_large, not both (masks replaces the small/large pair)"
+        )
+    specs = []
+    for entry in masks:
+        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+            raise ValueError(f"masks entries must be (name, patch_px, p) triples, got {entry!r}")
+        name, patch, p = entry
+        if not isinstance(name, str) or not name.isidentifier() or name in _RESERVED_MASK_NAMES:
+            raise ValueError(
+                f"mask names must be Python identifiers other than {sorted(_RESERVED_MASK_NAMES)}"
+                f" (the module is net.mask_<name>), got {name!r}"
+            )
+        specs.append((name, patch, p))
+    names = [n for n, _, _ in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"mask names must be distinct, got {names}")
+    return specs
+
+
+def _efficient_heatmap(net: nn.Module, x: Tensor) -> Tensor:
+    """``net.body(x)``, through the spatial compute-saving path when it applies."""
+    if net.efficient and net.training and torch.is_grad_enabled():
+        out, net.last_plan = efficient_spatial_backdrop(net.body, x, return_plan=True)
+        return out
+    return net.body(x)
+
+
 class GPNet(nn.Module):
-    """GP-texture network of Table 1 with a small-patch and a large-patch mask (Sec. 3.2).
+    """GP-texture network of Table 1 with spatial backdrop masks (Sec. 3.2): by default a
+    small-patch and a large-patch mask, or any list of masks.
 
     ``stages`` x {``convs_per_stage`` x (3x3 conv, BN, ReLU), 3x3 max-pool stride 2}, then
     3x3 conv ``width`` (BN, ReLU), 3x3 conv ``num_classes``, average pool. Paper: 7 stages of 2
@@ -87,9 +132,17 @@ class GPNet(nn.Module):
         input_size: input side in pixels (square), used to place the masks.
         small_patch, large_patch: mask patch sizes in input pixels (paper: 16 and 256).
         p_small, p_large: drop probabilities of the two masks (paper: up to 0.999 and 0.94).
+        masks: instead of the small/large pair, a list of ``(name, patch_px, p)``, e.g.
+            ``[("fine", 8, 0.99), ("medium", 32, 0.9), ("coarse", 128, 0.75)]``; each mask is
+            placed by the same rule (:func:`mask_stage`, :func:`lattice_size`) and is
+            ``net.mask_<name>``; masks that share a slot are applied in the given order.
         per_sample: independent masks per image (Eq. 1 normalized per image; default);
             ``False`` shares one mask across the batch.
-        generator: optional ``torch.Generator`` shared by both masks.
+        generator: optional ``torch.Generator`` shared by all masks (drawn bottom to top).
+        efficient: train-mode forwards with gradients run the spatial compute-saving path
+            (:func:`backdrop.spatial.efficient_spatial_backdrop`): the backward only covers the
+            crops that kept patches need. A plain attribute: flip ``net.efficient`` at any
+            time; the state dict is the same. Eval mode and ``torch.no_grad()`` are unaffected.
     Input ``(B, in_channels, input_size, input_size)``, output logits ``(B, num_classes)``.
     """
 
@@ -106,8 +159,10 @@ class GPNet(nn.Module):
         p_small: float = 0.0,
         p_large: float = 0.0,
         *,
+        masks: Sequence[tuple[str, float, float]] | None = None,
         per_sample: bool = True,
         generator: torch.Generator | None = None,
+        efficient: bool = False,
     ) -> None:
         super().__init__()
         for name, v in [
@@ -120,14 +175,16 @@ class GPNet(nn.Module):
         ]:
             _pos_int(name, v)
         self.input_size = input_size
+        self.efficient = bool(efficient)
+        self.last_plan: list[dict] = []
+        specs = _mask_specs(masks, small_patch, large_patch, p_small, p_large)
         slots: dict[str, tuple[int, tuple[int, int]]] = {}
-        for name, patch in (("small", small_patch), ("large", large_patch)):
+        for name, patch, p in specs:
             k = mask_stage(patch, stages)
             cells = lattice_size(input_size, patch, _pooled(input_size, k))
             slots[name] = (k, (cells, cells))
+            setattr(self, f"mask_{name}", _spatial_mask(p, (cells, cells), per_sample, generator))
         self.mask_slots = slots
-        self.mask_small = _spatial_mask(p_small, slots["small"][1], per_sample, generator)
-        self.mask_large = _spatial_mask(p_large, slots["large"][1], per_sample, generator)
 
         layers: list[nn.Module] = []
         c = in_channels
@@ -151,9 +208,14 @@ class GPNet(nn.Module):
         """Mask lattices (cells per side) by mask name, e.g. ``{"small": (64, 64), ...}``."""
         return {name: lat for name, (_, lat) in self.mask_slots.items()}
 
+    @property
+    def mask_layers(self) -> dict[str, Backdrop]:
+        """The mask modules by name (``net.mask_layers["small"] is net.mask_small``)."""
+        return {name: getattr(self, f"mask_{name}") for name in self.mask_slots}
+
     def heatmap(self, x: Tensor) -> Tensor:
         """Class heatmap ``(B, num_classes, h, w)`` before the average pool."""
-        return self.body(x)
+        return _efficient_heatmap(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes)``."""
@@ -172,7 +234,7 @@ class PonceNet(nn.Module):
         num_classes, in_channels, width, stages: architecture (paper: 25, 1, 64, 2).
         input_size: ``(height, width)`` in pixels (paper: 300x400).
         patch_size: ``(height, width)`` of a masked patch in input pixels.
-        p: drop probability of the mask; per_sample, generator: as in :class:`GPNet`.
+        p: drop probability of the mask; per_sample, generator, efficient: as in :class:`GPNet`.
     """
 
     def __init__(
@@ -187,6 +249,7 @@ class PonceNet(nn.Module):
         *,
         per_sample: bool = True,
         generator: torch.Generator | None = None,
+        efficient: bool = False,
     ) -> None:
         super().__init__()
         for name, v in [
@@ -196,6 +259,8 @@ class PonceNet(nn.Module):
             ("stages", stages),
         ]:
             _pos_int(name, v)
+        self.efficient = bool(efficient)
+        self.last_plan: list[dict] = []
         size = _pair("input_size", input_size)
         patch = _pair("patch_size", patch_size)
         feat = [_pooled(int(s), 2 * stages) for s in size]
@@ -214,7 +279,7 @@ class PonceNet(nn.Module):
 
     def heatmap(self, x: Tensor) -> Tensor:
         """Class heatmap ``(B, num_classes, h, w)`` before the average pool."""
-        return self.body(x)
+        return _efficient_heatmap(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes)``."""

@@ -88,18 +88,25 @@ def test_run_folder_is_complete_and_scores_what_it_predicts(tmp_path):
 
 
 @pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
-def test_same_seed_gives_the_same_weights_and_other_seeds_differ(tmp_path):
-    cfg = tiny_config(steps=3)
+@pytest.mark.parametrize("efficient", [False, True])
+def test_same_seed_gives_the_same_weights_and_other_seeds_differ(tmp_path, efficient):
+    # p_small 0.99: the efficient path really crops (net.last_plan), it is not the naive step
+    cfg = tiny_config(steps=3, efficient=efficient, p={"small": 0.99, "large": 0.5})
     train(cfg, tmp_path / "a", progress=False)
     train(cfg, tmp_path / "b", progress=False)
     train(cfg.replace(seed=1), tmp_path / "c", progress=False)
     assert same_weights(tmp_path / "a", tmp_path / "b")
     assert not same_weights(tmp_path / "a", tmp_path / "c")
+    if efficient:
+        net = build_model(cfg, torch.Generator().manual_seed(0))
+        net(torch.from_numpy(gt.load("tiny", "train").images)[:, None]).sum().backward()
+        assert net.last_plan[0]["cropped"]
 
 
 @pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
-    cfg = tiny_config(steps=6)
+@pytest.mark.parametrize("efficient", [False, True])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, efficient):
+    cfg = tiny_config(steps=6, efficient=efficient, p={"small": 0.99, "large": 0.5})
     train(cfg, tmp_path / "whole", progress=False)
     part = train(cfg, tmp_path / "split", progress=False, stop_after=2)
     assert part.test is None and (tmp_path / "split" / "checkpoint.pt").is_file()

@@ -171,3 +171,47 @@ def test_all_conv_net_heatmap_and_features():
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(masks=[("a", 4, 0.5), ("a", 8, 0.5)]), "distinct"),
+        (dict(masks=[("2x", 4, 0.5)]), "identifiers"),
+        (dict(masks=[("layers", 4, 0.5)]), "identifiers other than"),
+        (dict(masks=[("a", 4)]), r"\(name, patch_px, p\) triples"),
+        (dict(masks=[("a", 4, 0.5)], p_small=0.5), "not both"),
+        (dict(masks=[("a", 4, 1.0)]), r"p must be in \[0, 1\)"),
+        (dict(masks=[("a", 0, 0.5)]), "patch_size must be > 0"),
+    ],
+)
+def test_gp_net_bad_masks(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPNet(width=4, stages=3, input_size=64, **kwargs)
+
+
+def test_gp_net_explicit_masks_equal_the_default_pair():
+    """masks=[("small", 16, p), ("large", 256, p)] builds the default network: same layers,
+    same state-dict keys (checkpoints of either load into the other)."""
+    with torch.device("meta"):
+        default = GPNet(p_small=0.9, p_large=0.5)
+        explicit = GPNet(masks=[("small", 16, 0.9), ("large", 256, 0.5)])
+    assert list(default.state_dict()) == list(explicit.state_dict())
+    assert [type(m) for m in default.body] == [type(m) for m in explicit.body]
+    assert default.lattices == explicit.lattices
+
+
+def test_gp_net_mask_attributes():
+    net = GPNet(
+        num_classes=8,
+        width=4,
+        stages=4,
+        input_size=512,
+        masks=[("fine", 8, 0.99), ("medium", 64, 0.9), ("coarse", 256, 0.5)],
+    )
+    assert set(net.mask_layers) == {"fine", "medium", "coarse"}
+    assert net.mask_layers["fine"] is net.mask_fine and net.mask_fine.p == 0.99
+    assert net.lattices == {"fine": (64, 64), "medium": (8, 8), "coarse": (2, 2)}
+    default = GPNet(width=4, stages=4, input_size=64, large_patch=32)
+    assert list(default.mask_layers) == ["small", "large"]
+    assert not default.efficient and GPNet(width=4, efficient=True).efficient

@@ -67,8 +67,8 @@ def test_claims_are_judged_in_the_papers_direction():
 def test_smoke_grid_writes_the_report(tmp_path):
     args = argparse.Namespace(scale="smoke", quick=True, seeds=None, jobs=1, scheduler=None,
                               runs=str(tmp_path / "runs"), results=str(tmp_path / "res"),
-                              rescan=False, efficient=False, device="cpu", leaderboard=False,
-                              no_progress=True, scan_only=False)
+                              rescan=False, efficient=True, device="cpu", leaderboard=False,
+                              no_progress=True, scan_only=False, naive_check="(0.99, 0.94)")
     report = table2.run(args)
     assert report["rows"] == [r[0] for r in table2.PAPER]
     saved = json.loads((tmp_path / "res" / "table2-smoke-quick.json").read_text())
@@ -76,6 +76,9 @@ def test_smoke_grid_writes_the_report(tmp_path):
     md = (tmp_path / "res" / "table2-smoke-quick.md").read_text()
     assert "| (0.99, 0.94) |" in md and "66.2" in md  # ours beside the paper's
     assert (tmp_path / "res" / "table2-smoke-quick.png").stat().st_size > 10_000
+    cmp = saved["efficient_vs_naive"]
+    assert cmp["row"] == "(0.99, 0.94)" and cmp["Total"]["naive"]["n"] == 3
+    assert "## Efficient vs naive" in md
     # rerunning resumes: every run is already complete, nothing is trained again
     again = table2.run(args)
     assert again["results"]["(0, 0)"]["per_seed"] == report["results"]["(0, 0)"]["per_seed"]

@@ -97,16 +97,8 @@ def build_model(cfg: TrainConfig, generator: torch.Generator | None = None) -> t
     from backdrop.models import GPNet
 
     kw = cfg.model_kwargs()
-    masks = [tuple(m) for m in kw.pop("masks")]
-    if [m[0] for m in masks] == ["small", "large"]:
-        (_, ps, pps), (_, pl, ppl) = masks
-        kw.update(small_patch=ps, p_small=pps, large_patch=pl, p_large=ppl)
-    else:
-        kw["masks"] = masks
-    net = GPNet(**kw, generator=generator)
-    if cfg.efficient:
-        net.efficient = True
-    return net
+    kw["masks"] = [tuple(m) for m in kw["masks"]]
+    return GPNet(**kw, generator=generator, efficient=cfg.efficient)
 
 
 def _device(name: str) -> torch.device:

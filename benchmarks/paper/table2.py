@@ -176,6 +176,21 @@ def analyse(per_row: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[s
     return out
 
 
+def compare_naive(row: str, efficient: Mapping[str, Sequence[float]],
+                  naive: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """The same row trained with the efficient spatial path and with naive masking (same seeds,
+    so the same initial weights and masks): per metric, both summaries, a two-sided Welch test
+    and the paired bootstrap of efficient - naive."""
+    out: dict[str, Any] = {"row": row}
+    for name, key in METRICS:
+        w = stats.welch(efficient[key], naive[key])
+        p_two = min(1.0, 2 * min(w["p_greater"], 1 - w["p_greater"]))
+        out[name] = {"efficient": stats.summary(efficient[key]),
+                     "naive": stats.summary(naive[key]), "welch_p_two_sided": p_two,
+                     "paired_bootstrap": stats.paired_bootstrap(efficient[key], naive[key])}
+    return out
+
+
 def _fmt(s: Mapping[str, float]) -> str:
     return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} [{100 * s['ci_low']:.1f}, " \
            f"{100 * s['ci_high']:.1f}]"
@@ -215,9 +230,27 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f" {c['welch']['p_greater']:.3f} | {100 * b['diff']:+.1f}"
                      f" [{100 * b['ci_low']:+.1f}, {100 * b['ci_high']:+.1f}] |"
                      f" {c['verdict']} |")
+    c = r.get("efficient_vs_naive")
+    if c:
+        lines += ["", "## Efficient vs naive", "",
+                  f"Row {c['row']} trained with the compute-saving spatial backdrop (as in the"
+                  " table) and with naive masking, same seeds (same initial weights, same masks)."
+                  " The efficient path's gradient differs from naive masking only through"
+                  " train-mode BatchNorm (docs/backdrop.md); this checks what that does to"
+                  " learning.", "",
+                  "| score | efficient | naive | Welch p (two-sided) |"
+                  " paired diff [95% CI] (%) |", "|:---|---:|---:|---:|---:|"]
+        for name, _ in METRICS:
+            x = c[name]
+            b = x["paired_bootstrap"]
+            lines.append(f"| {name} | {_fmt(x['efficient'])} | {_fmt(x['naive'])} |"
+                         f" {x['welch_p_two_sided']:.3f} | {100 * b['diff']:+.1f}"
+                         f" [{100 * b['ci_low']:+.1f}, {100 * b['ci_high']:+.1f}] |")
     t = r["timing"]
     lines += ["", "## Budget", "",
-              f"Grid: {len(r['rows'])} rows x {len(r['seeds'])} seeds = {t['runs']} runs in"
+              f"Grid: {len(r['rows'])} rows x {len(r['seeds'])} seeds"
+              + (f" + {len(r['seeds'])} naive-check runs" if r.get("efficient_vs_naive") else "")
+              + f" = {t['runs']} runs in"
               f" {t['grid_wall_s'] / 60:.1f} min wall ({t['workers']} job(s) at once,"
               f" {t['threads']} torch thread(s) each) on {r['machine']}; load average at the"
               f" start {t['load_start']}, at the end {t['load_end']}. Training used"
@@ -303,8 +336,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.scan_only:
         return {"scan": scan}
     seeds = list(range(scale.quick_seeds if args.quick else (args.seeds or scale.seeds)))
-    jobs = grid_jobs(rows, selection, seeds, runs_dir, args.jobs,
-                     steps_cap=scale.quick_steps if args.quick else None)
+    cap = scale.quick_steps if args.quick else None
+    jobs = grid_jobs(rows, selection, seeds, runs_dir, args.jobs, steps_cap=cap)
+    check = args.naive_check if args.efficient and args.naive_check != "none" else None
+    if check is not None:
+        if check not in rows:
+            raise ValueError(f"naive_check: {check!r} is not a Table 2 row ({', '.join(rows)})")
+        naive = {f"{check} naive": {**rows[check], "efficient": False}}
+        jobs += grid_jobs(naive, {_label(naive[f"{check} naive"]): selection[_label(rows[check])]},
+                          seeds, runs_dir, args.jobs, steps_cap=cap)
     t0 = time.perf_counter()
     summaries = run_jobs(jobs, workers=args.jobs, scheduler=args.scheduler,
                          progress=not args.no_progress)
@@ -340,6 +380,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scan_file": scan_path.name if scan is not None else None,
         "date": dt.datetime.now(dt.timezone.utc).date().isoformat(), "command": _command(),
         "run_dirs": run_dirs, "reading": _reading(out / f"{name}-reading.md"),
+        "efficient_vs_naive": None if check is None else compare_naive(
+            check, per_row[check], per_row[f"{check} naive"]),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -348,6 +390,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.quick and args.leaderboard:
         add_entries(report, spec)
     return report
+
+
+def render(results: Path, name: str) -> int:
+    """Rewrite ``<name>.md`` and ``.png`` from ``<name>.json`` (no training; timing kept)."""
+    path = results / f"{name}.json"
+    if not path.is_file():
+        print(f"error: {path} does not exist; run the grid first", file=sys.stderr)
+        return 2
+    report = json.loads(path.read_text(encoding="utf-8"))
+    report["reading"] = _reading(results / f"{name}-reading.md")
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (results / f"{name}.md").write_text(markdown(report), encoding="utf-8")
+    figure(report, results / f"{name}.png")
+    print(f"rewrote {results / name}.{{json,md,png}}")
+    return 0
 
 
 def _reading(path: Path) -> str | None:
@@ -391,8 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(RESULTS), help="where the report goes")
     ap.add_argument("--rescan", action="store_true", help="redo the val scan")
     ap.add_argument("--scan-only", action="store_true", help="stop after the val scan")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite the .md and .png from the committed .json (and the reading)")
     ap.add_argument("--efficient", action=argparse.BooleanOptionalAction, default=True,
                     help="compute-saving spatial backdrop for masked rows (default on)")
+    ap.add_argument("--naive-check", default="(0.99, 0.94)", metavar="ROW",
+                    help="also train this row with naive masking and compare ('none': skip)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--leaderboard", action=argparse.BooleanOptionalAction, default=True,
                     help="add one entry per row to the dataset's leaderboard (not with --quick)")
@@ -401,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < 3 and not args.quick:
         print("error: --seeds must be >= 3 (a leaderboard entry needs 3 seeds)", file=sys.stderr)
         return 2
+    if args.render_only:
+        name = f"table2-{args.scale}" + ("-quick" if args.quick else "")
+        return render(Path(args.results), name)
     try:
         report = run(args)
         if args.scan_only:

@@ -7,7 +7,8 @@ four training images, or all their tiles, per step), one training step (forward,
 backward, Adam) is timed with naive masking (``GPNet(efficient=False)``) and with the
 compute-saving spatial path (``efficient=True``), the two interleaved round-robin in one process
 on the same weights and data; medians of ``--repeats`` steps after warm-up. Reports s/step,
-images/s and efficient / naive. Writes ``benchmarks/results/train_speed.{json,md}``.
+images/s and efficient / naive, and the plain step's FLOPs and saved activations (the inputs of
+a GPU cost estimate). Writes ``benchmarks/results/train_speed-<scale>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -147,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_speed.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "train_speed.md").write_text(markdown(report))
+    (out / f"train_speed-{args.scale}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"train_speed-{args.scale}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 
