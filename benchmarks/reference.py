@@ -11,8 +11,9 @@ For each preset it generates the train and test splits in memory, scores
 - ``likelihood oracle``: :class:`gptextures.oracle.LikelihoodOracle`, no training
   (deterministic, likewise run three times),
 
-and writes ``benchmarks/results/leaderboards/<preset>.json`` and ``.md`` (entries of other
-methods already in the file are kept).
+and writes the shipped leaderboards ``gptextures/leaderboards/<preset>.json`` and ``.md``
+(package data, :func:`gptextures.leaderboard.shipped_board_path`; entries of other methods
+already in the file are kept).
 
 ``--oracle-check N`` measures how close the oracle is to Bayes-optimal: its accuracy on N fresh
 images per class from the generator against its accuracy on N images per class drawn from
@@ -37,12 +38,13 @@ from gptextures import ALGORITHM_VERSION, __version__, presets, render
 from gptextures import fft as gfft
 from gptextures.evaluation import Evaluator
 from gptextures.fields import sample_field
-from gptextures.leaderboard import Leaderboard, make_entry
+from gptextures.leaderboard import SHIPPED_DIR, Leaderboard, make_entry, shipped_board_path
 from gptextures.oracle import LikelihoodOracle
 from gptextures.spectra import grid_weights
 from gptextures.spectral_baseline import SpectralBaseline
 
-OUT = Path(__file__).parent / "results" / "leaderboards"
+OUT = SHIPPED_DIR  # gptextures/leaderboards: the boards ship with the package
+RESULTS = Path(__file__).parent / "results"
 DEFAULT_PRESETS = ("golkar2018-mini", "gp3-512", "tiny", "golkar2018")
 SEEDS = (0, 1, 2)
 
@@ -134,7 +136,7 @@ def run_preset(name: str, *, bootstrap: int, threads: int) -> tuple[Leaderboard,
         ci=_ci(ev, y, preds[0], bootstrap, 0)))
     timing["oracle_s_per_image"] = float(np.mean(times)) / len(test)
 
-    path = OUT / f"{name}.json"
+    path = shipped_board_path(name)
     board = Leaderboard.load(path) if path.exists() else Leaderboard.for_dataset(spec)
     if board.fingerprint != spec.fingerprint:
         # The preset's bytes changed (a new ALGORITHM_VERSION): scores on the old data do not
@@ -217,7 +219,7 @@ def summary_tables() -> str:
     """Markdown tables of the committed results (what docs/evaluation.md shows)."""
     lines = ["| preset | chance | spectral baseline | likelihood oracle |", "|---|---|---|---|"]
     for name in presets.names():
-        path = OUT / f"{name}.json"
+        path = shipped_board_path(name)
         if not path.exists():
             continue
         board = Leaderboard.load(path)
@@ -235,7 +237,7 @@ def summary_tables() -> str:
         lines.append(f"| {name} ({count} test images) | " + " | ".join(
             cells.get(m, "–") for m in ("chance", "spectral baseline", "likelihood oracle"))
             + " |")
-    check = OUT.parent / "oracle_check.json"
+    check = RESULTS / "oracle_check.json"
     if check.exists():
         lines += ["", "| preset | images | oracle on generator images |"
                   " oracle on its own model's images |", "|---|---:|---|---|"]
@@ -249,7 +251,7 @@ def summary_tables() -> str:
         for p in json.loads(check.read_text(encoding="utf-8"))["presets"]:
             lines.append(f"| {p['preset']} | {p['images']} | {cell(p['generator'])} |"
                          f" {cell(p['exact_model'])} |")
-    cal = OUT.parent / "oracle_calibration.json"
+    cal = RESULTS / "oracle_calibration.json"
     if cal.exists():
         lines += ["", "| preset | modes kept | accuracy | mean confidence |", "|---|---|---:|---:|"]
         for p in json.loads(cal.read_text(encoding="utf-8"))["presets"]:
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                  "n_per_class": args.oracle_check,
                  "presets": [oracle_check(n, args.oracle_check, args.threads)
                              for n in (args.preset or DEFAULT_PRESETS)]}
-        path = OUT.parent / "oracle_check.json"
+        path = RESULTS / "oracle_check.json"
         path.write_text(json.dumps(check, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(check, indent=2))
     if args.calibration:
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                "n_per_class": args.calibration,
                "presets": [calibration_check(n, args.calibration, args.threads)
                            for n in (args.preset or ["tiny"])]}
-        path = OUT.parent / "oracle_calibration.json"
+        path = RESULTS / "oracle_calibration.json"
         path.write_text(json.dumps(cal, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(cal, indent=2))
     return 0

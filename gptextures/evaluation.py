@@ -34,7 +34,7 @@ import numpy as np
 
 from . import labels as _labels
 from . import presets as _presets
-from .io.meta import FingerprintMismatchError
+from .io.meta import FingerprintMismatchError, parse_json, read_text
 from .spec import DatasetSpec
 
 __all__ = [
@@ -44,7 +44,11 @@ __all__ = [
 
 FORMAT = "gptextures-predictions"
 FORMAT_VERSION = 1
-SCORE_TYPES: tuple[str, ...] = ("auto", "probabilities", "logits")
+PREDICTION_TYPES: tuple[str, ...] = ("auto", "probabilities", "logits")
+SCORE_TYPES = PREDICTION_TYPES  # the former name
+#: Most bootstrap resamples: the Monte-Carlo error of a 95% percentile bound is already well
+#: under 1% of the interval's width at 10 000.
+MAX_BOOTSTRAP = 100_000
 #: Probabilities are clipped to ``[LOG_LOSS_EPS, 1]`` before the log in the log-loss.
 LOG_LOSS_EPS = 1e-15
 _PROB_ATOL = 1e-4
@@ -53,30 +57,11 @@ _PROB_ATOL = 1e-4
 # ---- resolving a dataset -----------------------------------------------------------------
 
 def resolve_dataset(dataset: DatasetSpec | str | os.PathLike) -> DatasetSpec:
-    """A :class:`DatasetSpec` from a spec, a preset name, a spec JSON file or a dataset path.
+    """A :class:`DatasetSpec` from a spec, a preset name, a spec JSON file or a dataset path
+    (:func:`gptextures.io.resolve_spec`, the package's one resolver)."""
+    from .io.loading import resolve_spec
 
-    Dataset files and folders are read with ``gptextures.io.read_spec`` (imported lazily).
-    """
-    if isinstance(dataset, DatasetSpec):
-        return dataset
-    if isinstance(dataset, str) and dataset in _presets.names():
-        return _presets.get(dataset)
-    if not isinstance(dataset, (str, os.PathLike)):
-        raise TypeError(
-            f"dataset: expected a DatasetSpec, a preset name or a path, got"
-            f" {type(dataset).__name__}"
-        )
-    path = Path(dataset)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"dataset: {str(dataset)!r} is neither a preset ({', '.join(_presets.names())})"
-            " nor an existing file or folder"
-        )
-    if path.is_file() and path.suffix == ".json":
-        return DatasetSpec.from_json(path.read_text(encoding="utf-8"))
-    from .io import read_spec
-
-    return read_spec(path)
+    return resolve_spec(dataset, name="dataset")
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -118,30 +103,63 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def _scores_to_logp(s: np.ndarray, score_type: str, name: str) -> tuple[np.ndarray, str]:
-    """(N, K) float scores -> log-probabilities (float64) and the score type used."""
-    s = s.astype(np.float64)
-    looks_prob = bool(
-        s.size and (s >= 0).all() and (s <= 1).all()
-        and np.allclose(s.sum(axis=1), 1.0, rtol=0, atol=_PROB_ATOL)
-    )
-    if score_type == "auto":
-        score_type = "probabilities" if looks_prob else "logits"
-    if score_type == "probabilities":
+def prob_tolerance(dtype: Any, k: int) -> float:
+    """How far from 1 the row sums of ``k`` probabilities stored as ``dtype`` may be.
+
+    Storing each value rounds it by at most half an ulp (``eps / 2`` relative, so at most
+    ``eps / 2`` in all over a row summing to 1), and summing the row in that dtype adds at most
+    ``k - 1`` roundings of partial sums <= 1: ``k eps`` bounds both. Never below 1e-4, so that
+    probabilities written with 4 decimals still count (float16, k = 4: 3.9e-3).
+    """
+    eps = float(np.finfo(dtype).eps) if np.issubdtype(np.dtype(dtype), np.floating) else 0.0
+    return max(_PROB_ATOL, k * eps)
+
+
+#: Rows of non-negative scores whose sums agree to this fraction look like (scaled)
+#: probabilities, not logits: "auto" refuses to guess for them.
+_CONSTANT_SUM = 0.05
+
+
+def _scores_to_logp(a: np.ndarray, prediction_type: str, name: str) -> tuple[np.ndarray, str]:
+    """(N, K) float scores -> log-probabilities (float64) and the prediction type used.
+
+    ``"auto"``: probabilities when every row is in [0, 1] and sums to 1 within
+    :func:`prob_tolerance` of the input's dtype; logits when some score is negative or the row
+    sums differ; anything else (non-negative rows that all sum to about the same value other
+    than 1: percentages, coarsely rounded probabilities) is refused as ambiguous.
+    """
+    tol = prob_tolerance(a.dtype, a.shape[1])
+    s = a.astype(np.float64)
+    sums = s.sum(axis=1)
+    nonneg = bool(s.size and (s >= 0).all())
+    looks_prob = nonneg and bool((s <= 1).all() and np.allclose(sums, 1.0, rtol=0, atol=tol))
+    how = ("say what they are with prediction_type='probabilities' (rows in [0, 1] summing to"
+           " 1: divide percentages by 100 first) or prediction_type='logits' (command line:"
+           " --prediction-type)")
+    if prediction_type == "auto":
+        med = float(np.median(sums)) if s.size else 0.0
+        if looks_prob:
+            prediction_type = "probabilities"
+        elif nonneg and med > 0 and float(sums.max() - sums.min()) <= _CONSTANT_SUM * med:
+            hint = "percentages?" if 50 < med < 200 else f"not 1 within {tol:g} for {a.dtype}"
+            raise ValueError(
+                f"{name}: the scores are non-negative and every row sums to about {med:.6g}"
+                f" ({hint}), so they could be probabilities or logits; {how}")
+        else:
+            prediction_type = "logits"
+    if prediction_type == "probabilities":
         if not looks_prob:
-            rows = np.flatnonzero(
-                (s < 0).any(axis=1) | (s > 1).any(axis=1)
-                | ~np.isclose(s.sum(axis=1), 1.0, rtol=0, atol=_PROB_ATOL)
-            )
+            rows = np.flatnonzero((s < 0).any(axis=1) | (s > 1).any(axis=1)
+                                  | ~np.isclose(sums, 1.0, rtol=0, atol=tol))
             i = int(rows[0])
             raise ValueError(
-                f"{name}[{i}]: probabilities must be in [0, 1] and sum to 1 (+-{_PROB_ATOL:g}),"
-                f" got row sum {s[i].sum():.6g}, min {s[i].min():.6g}"
+                f"{name}[{i}]: probabilities must be in [0, 1] and sum to 1 (+-{tol:g} for"
+                f" {a.dtype}), got row sum {sums[i]:.6g}, min {s[i].min():.6g}"
             )
-        p = s / s.sum(axis=1, keepdims=True)
+        p = s / sums[:, None]
         with np.errstate(divide="ignore"):
-            return np.log(np.clip(p, LOG_LOSS_EPS, 1.0)), score_type
-    return np.minimum(_log_softmax(s), 0.0), score_type
+            return np.log(np.clip(p, LOG_LOSS_EPS, 1.0)), prediction_type
+    return np.minimum(_log_softmax(s), 0.0), prediction_type
 
 
 # ---- results -----------------------------------------------------------------------------
@@ -269,7 +287,9 @@ class Evaluator:
             "  y_pred: one of\n"
             f"    - int (N,) predicted class indices in [0, {self.num_classes - 1}];\n"
             f"    - float (N, {self.num_classes}) scores: probabilities (rows in [0, 1] summing to"
-            " 1) or logits (anything else; softmax is applied); score_type= forces one;\n"
+            " 1 within the dtype's rounding) or logits (softmax is applied);"
+            " prediction_type= says which (required when non-negative rows all sum to about"
+            " the same value other than 1, e.g. percentages);\n"
             f"    - a mapping level name -> int (N,) labels or float (N, r) scores: {{{levels}}}.\n"
             "  No broadcasting: (N, 1) is refused; NaN/inf are refused.\n"
             f"  Classes are mixed radix over levels {list(self.level_names)} (first most"
@@ -290,11 +310,10 @@ class Evaluator:
 
     def true_labels(self, split: str = "test") -> np.ndarray:
         """True class indices of a split, int64 ``(N,)`` (no images needed)."""
-        n = self.spec.num_samples(split)
-        return np.arange(n, dtype=np.int64) % self.num_classes
+        return self.spec.labels(split)
 
     # -- input parsing ----------------------------------------------------------------------
-    def _parse_pred(self, y_pred: Any, n: int, score_type: str) -> dict[str, Any]:
+    def _parse_pred(self, y_pred: Any, n: int, prediction_type: str) -> dict[str, Any]:
         """-> dict(kind, classes (N,) or None, levels (N, D), logp (N, C) or None,
         level_logp [ (N, r) ] or None)."""
         if isinstance(y_pred, Mapping):
@@ -318,7 +337,7 @@ class Evaluator:
                     kinds.add("labels")
                 elif a.ndim == 2 and a.shape == (n, r) and np.issubdtype(a.dtype, np.floating):
                     _check_finite(a, f"y_pred[{name!r}]")
-                    lp, score_used = _scores_to_logp(a, score_type, f"y_pred[{name!r}]")
+                    lp, _ = _scores_to_logp(a, prediction_type, f"y_pred[{name!r}]")
                     levels[:, j] = np.argmax(lp, axis=1)
                     level_logp.append(lp)  # type: ignore[union-attr]
                     kinds.add("scores")
@@ -345,7 +364,7 @@ class Evaluator:
                     f"y_pred: scores of shape {a.shape} must be floats, got dtype {a.dtype}"
                 )
             _check_finite(a, "y_pred")
-            logp, used = _scores_to_logp(a, score_type, "y_pred")
+            logp, used = _scores_to_logp(a, prediction_type, "y_pred")
             classes = np.argmax(logp, axis=1)
             level_logp = []
             for j, r in enumerate(self.radices):
@@ -366,25 +385,33 @@ class Evaluator:
         )
 
     # -- scoring ---------------------------------------------------------------------------
-    def evaluate(self, *, y_true: Any, y_pred: Any, score_type: str = "auto",
-                 bootstrap: int = 0, confidence: float = 0.95, seed: int = 0) -> EvaluationResult:
+    def evaluate(self, *, y_true: Any, y_pred: Any, prediction_type: str = "auto",
+                 bootstrap: int = 0, confidence: float = 0.95, seed: int = 0,
+                 score_type: str | None = None) -> EvaluationResult:
         """Score predictions (see :attr:`expected_input_format`).
 
         Args:
             y_true: int ``(N,)`` true class indices.
             y_pred: int ``(N,)`` classes, float ``(N, C)`` scores, or level name -> ``(N,)``.
-            score_type: ``"auto"``, ``"probabilities"`` or ``"logits"`` for float scores.
+            prediction_type: ``"auto"``, ``"probabilities"`` or ``"logits"``: what float
+                scores are (``score_type`` is the former name of this argument).
             bootstrap: number of bootstrap resamples for confidence intervals (0: none).
             confidence: two-sided level of the percentile intervals, in (0, 1).
             seed: seed of the bootstrap resampling.
         Returns:
             :class:`EvaluationResult`.
         """
-        if score_type not in SCORE_TYPES:
-            raise ValueError(f"score_type: expected one of {SCORE_TYPES}, got {score_type!r}")
+        if score_type is not None:
+            if prediction_type not in ("auto", score_type):
+                raise ValueError("score_type: the former name of prediction_type; pass one")
+            prediction_type = score_type
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type: expected one of {PREDICTION_TYPES}, got"
+                             f" {prediction_type!r}")
         if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) \
-                or bootstrap < 0:
-            raise ValueError(f"bootstrap: expected an int >= 0 (resamples), got {bootstrap!r}")
+                or not 0 <= bootstrap <= MAX_BOOTSTRAP:
+            raise ValueError(f"bootstrap: expected an int in [0, {MAX_BOOTSTRAP}] (resamples),"
+                             f" got {bootstrap!r}")
         if not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
             raise ValueError(f"confidence: must be in (0, 1), got {confidence!r}")
         yt = _to_numpy(y_true, "y_true")
@@ -398,7 +425,7 @@ class Evaluator:
         if n == 0:
             raise ValueError("y_true: expected at least one sample, got N = 0")
         yt = _check_int_labels(yt, self.num_classes, "y_true")
-        pred = self._parse_pred(y_pred, n, score_type)
+        pred = self._parse_pred(y_pred, n, prediction_type)
         true_levels = self._level_table[yt]
 
         joint_ok = pred["classes"] == yt
@@ -511,6 +538,8 @@ class Evaluator:
         else:
             y_pred = sub.y_pred[order]
         y_true = self.true_labels(sub.split)
+        if kwargs.get("prediction_type", "auto") == "auto":
+            kwargs["prediction_type"] = sub.prediction_type
         return self.evaluate(y_true=y_true, y_pred=y_pred, **kwargs)
 
 
@@ -527,11 +556,13 @@ class Submission:
     ids: np.ndarray
     y_pred: Any
     metadata: dict[str, Any]
+    prediction_type: str = "auto"
 
 
 def write_submission(path: str | os.PathLike, dataset: DatasetSpec | str, y_pred: Any, *,
                      split: str = "test", ids: Any = None,
-                     metadata: Mapping[str, Any] | None = None) -> Path:
+                     metadata: Mapping[str, Any] | None = None,
+                     prediction_type: str | None = None) -> Path:
     """Write predictions to a submission file (``.json`` or ``.csv``, by suffix), atomically.
 
     Args:
@@ -541,9 +572,14 @@ def write_submission(path: str | os.PathLike, dataset: DatasetSpec | str, y_pred
         split: the split predicted.
         ids: sample indices ``(N,)`` (default ``0..N-1``).
         metadata: free JSON-serialisable information (method, model, ...).
+        prediction_type: for scores, ``"probabilities"`` or ``"logits"``: recorded in the
+            file, so that scoring it never has to guess.
     Returns:
         The path written.
     """
+    if prediction_type not in (None, "probabilities", "logits"):
+        raise ValueError(f"prediction_type: expected 'probabilities', 'logits' or None, got"
+                         f" {prediction_type!r}")
     spec = resolve_dataset(dataset)
     spec.check_split(split)
     path = Path(path)
@@ -559,8 +595,13 @@ def write_submission(path: str | os.PathLike, dataset: DatasetSpec | str, y_pred
         kind = "levels"
     else:
         arr = _to_numpy(y_pred, "y_pred")
+        if arr.ndim == 0:
+            raise ValueError("y_pred: expected (N,) classes or (N, C) scores, got a scalar")
         n = arr.shape[0]
         kind = "class" if arr.ndim == 1 else "scores"
+    if n == 0:
+        raise ValueError("y_pred: no predictions (N = 0); a submission holds one per sample of"
+                         f" split {split!r} ({spec.num_samples(split)})")
     ids_arr = np.arange(n) if ids is None else _to_numpy(ids, "ids").astype(np.int64)
     if ids_arr.shape != (n,):
         raise ValueError(f"ids: expected shape ({n},), got {ids_arr.shape}")
@@ -568,6 +609,8 @@ def write_submission(path: str | os.PathLike, dataset: DatasetSpec | str, y_pred
               "dataset": {"name": spec.name, "version": spec.version,
                           "fingerprint": spec.fingerprint},
               "split": split, "metadata": dict(metadata or {})}
+    if prediction_type is not None:
+        header["prediction_type"] = prediction_type
     if fmt == ".json":
         rows = []
         for r in range(n):
@@ -586,6 +629,8 @@ def write_submission(path: str | os.PathLike, dataset: DatasetSpec | str, y_pred
         buf.write(f"# dataset={spec.name}\n# version={spec.version}\n")
         buf.write(f"# fingerprint={spec.fingerprint}\n# split={split}\n")
         buf.write(f"# metadata={json.dumps(header['metadata'])}\n")
+        if prediction_type is not None:
+            buf.write(f"# prediction_type={prediction_type}\n")
         w = csv.writer(buf, lineterminator="\n")
         if kind == "class":
             w.writerow(["id", "class"])
@@ -612,14 +657,10 @@ def _int(value: Any, where: str) -> int:
 def read_submission(path: str | os.PathLike) -> Submission:
     """Parse a submission file (``.json`` or ``.csv``); checks structure, not the dataset."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"predictions: no such file {str(path)!r}")
+    text = read_text(path, "predictions")
     if path.suffix.lower() == ".csv":
-        return _read_csv(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"predictions: {str(path)!r} is not valid JSON ({exc})") from None
+        return _read_csv(path, text)
+    doc = parse_json(text, path, "predictions")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"predictions: expected a JSON object with \"format\": \"{FORMAT}\","
                          f" got {str(doc)[:80]!r}")
@@ -673,13 +714,23 @@ def read_submission(path: str | os.PathLike) -> Submission:
     return Submission(dataset=str(ds.get("name", "")), version=str(ds.get("version", "")),
                       fingerprint=ds["fingerprint"], split=split,
                       ids=np.array(ids, dtype=np.int64), y_pred=y_pred,
-                      metadata=dict(doc.get("metadata") or {}))
+                      metadata=dict(doc.get("metadata") or {}),
+                      prediction_type=_stated_type(doc.get("prediction_type"), path))
 
 
-def _read_csv(path: Path) -> Submission:
+def _stated_type(value: Any, path: Path) -> str:
+    if value is None:
+        return "auto"
+    if value not in ("probabilities", "logits"):
+        raise ValueError(f"predictions: {str(path)!r} states prediction_type {value!r}; expected"
+                         " 'probabilities' or 'logits'")
+    return str(value)
+
+
+def _read_csv(path: Path, text: str) -> Submission:
     meta: dict[str, str] = {}
     body = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if line.startswith("#"):
             key, sep, value = line[1:].strip().partition("=")
             if sep:
@@ -724,7 +775,8 @@ def _read_csv(path: Path) -> Submission:
         raise ValueError("predictions: '# metadata=' must be a JSON object") from None
     return Submission(dataset=meta.get("dataset", ""), version=meta.get("version", ""),
                       fingerprint=meta["fingerprint"], split=meta["split"],
-                      ids=np.array(ids, dtype=np.int64), y_pred=y_pred, metadata=metadata)
+                      ids=np.array(ids, dtype=np.int64), y_pred=y_pred, metadata=metadata,
+                      prediction_type=_stated_type(meta.get("prediction_type"), path))
 
 
 def evaluate_submission(path: str | os.PathLike,

@@ -30,18 +30,30 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 BACKENDS = ("pyfftw", "scipy", "numpy")
 
-try:  # pragma: no cover - depends on the optional extra
-    import pyfftw
+# pyFFTW is imported on first use (it takes ~0.15 s and pulls in dask.array when installed),
+# not when gptextures is imported.
+pyfftw: Any = None
+_pyfftw_checked = False
 
-    _HAVE_PYFFTW = True
-except ImportError:  # pragma: no cover
-    pyfftw = None
-    _HAVE_PYFFTW = False
+
+def _have_pyfftw() -> bool:
+    """Import pyFFTW once; whether it is installed."""
+    global pyfftw, _pyfftw_checked
+    if not _pyfftw_checked:
+        try:  # pragma: no cover - depends on the optional extra
+            import pyfftw as module
+
+            pyfftw = module
+        except ImportError:  # pragma: no cover
+            pyfftw = None
+        _pyfftw_checked = True
+    return pyfftw is not None
 
 _local = threading.local()
 
@@ -55,7 +67,7 @@ _wisdom_state: dict[str, str | None] = {}
 
 def available_backends() -> tuple[str, ...]:
     """Backends importable here, fastest first."""
-    return tuple(b for b in BACKENDS if b != "pyfftw" or _HAVE_PYFFTW)
+    return tuple(b for b in BACKENDS if b != "pyfftw" or _have_pyfftw())
 
 
 def default_backend() -> str:
@@ -85,7 +97,7 @@ def wisdom_id() -> str | None:
     moment, when pyFFTW is missing, or when FFTW rejects it (another FFTW build or a CPU without
     the SIMD codelets it names).
     """
-    if not _HAVE_PYFFTW:
+    if not _have_pyfftw():
         return None
     with _wisdom_lock:
         if "id" not in _wisdom_state:
@@ -116,36 +128,19 @@ def backend_name(backend: str | None = None) -> str:
     return f"numpy-{np.__version__}"
 
 
-def spectrum_buffer(shape: tuple[int, int], ncols: int, backend: str | None = None, *,
-                    rows: tuple[int, int] | None = None) -> np.ndarray:
+def spectrum_buffer(shape: tuple[int, int], ncols: int, backend: str | None = None
+                    ) -> np.ndarray:
     """A zeroed complex64 ``(H, ncols)`` input block for :func:`irfft2` of ``shape``.
 
     With pyFFTW this is the calling thread's reusable, aligned plan input (passing it back to
     :func:`irfft2` saves a copy); it is valid until the next call for the same shape and
-    ``ncols`` in this thread. Other backends get a new array.
-
-    Args:
-        rows: ``(top, bottom)``: the caller writes only rows ``[0, top)`` and
-            ``[H - bottom, H)``, so the next call re-zeroes only those (``None``: any row).
+    ``ncols`` in this thread, and zeroed in full on every call. Other backends get a new array.
     """
     backend = check_backend(backend) if backend else default_backend()
-    h = shape[0]
-    if rows is not None:
-        rows = (int(rows[0]), int(rows[1]))
-        if not (0 <= rows[0] <= h and 0 <= rows[1] <= h):
-            raise ValueError(f"rows: expected two counts in [0, {h}], got {rows!r}")
     if backend != "pyfftw":
-        return np.zeros((h, ncols), dtype=np.complex64)
-    plans = _pyfftw_plans(tuple(shape), ncols)
-    buf = plans.cols_in
-    top, bottom = plans.dirty_rows
-    if top + bottom >= h:
-        buf.fill(0)
-    else:
-        buf[:top] = 0
-        if bottom:
-            buf[h - bottom:] = 0
-    plans.dirty_rows = (h, 0) if rows is None else rows
+        return np.zeros((shape[0], ncols), dtype=np.complex64)
+    buf = _pyfftw_plans(tuple(shape), ncols).cols_in
+    buf.fill(0)
     return buf
 
 
@@ -225,7 +220,6 @@ class _PyfftwPlans:
         flags = {"wisdom": _WISDOM_ONLY, "estimate": _ESTIMATE}.get(planner, (planner,))
         self.shape, self.ncols = shape, ncols
         self.cols_in = pyfftw.empty_aligned((h, ncols), dtype=np.complex64)
-        self.dirty_rows = (h, 0)  # rows of cols_in that may be non-zero: [0, a) and [h - b, h)
         self.mid = pyfftw.empty_aligned((h, ncols), dtype=np.complex64)
         self.col_parts = _parts(ncols, _MAX_PARTS, 4) if h * ncols >= 2**14 else [(0, ncols)]
         self.cols = [
@@ -339,7 +333,6 @@ def irfft2(
                 np.multiply(block, scale, out=plans.cols_in)
             else:
                 plans.cols_in[...] = block
-            plans.dirty_rows = (h, 0)  # every row written: the next spectrum_buffer zeroes all
         return plans(threads)
     norm = "backward" if normalise else "forward"
     if backend == "scipy":

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 
 from . import fft as _fft
 from . import seeds as _seeds
@@ -55,6 +54,8 @@ def check_shape(shape: int | tuple[int, int]) -> tuple[int, int]:
 
 def torus_shape(shape: tuple[int, int], pad: int) -> tuple[int, int]:
     """Torus on which a non-periodic ``shape`` field is drawn: ``shape + pad``, fast FFT lengths."""
+    import scipy.fft  # here: importing it costs ~0.1 s, and periodic fields never need it
+
     h, w = shape
     return (
         scipy.fft.next_fast_len(h + pad, real=True),
@@ -256,8 +257,7 @@ def draw_field(plan: FieldPlan, rng: np.random.Generator, crop: tuple[int, int],
                threads: int = 1, backend: str | None = None) -> np.ndarray:
     """Draw a field from a plan and return its top-left ``crop`` (float32, C-contiguous)."""
     h, w = plan.shape
-    spectrum = _fft.spectrum_buffer(plan.shape, plan.rx + 1, backend,
-                                    rows=(plan.ry + 1, plan.n_bottom))
+    spectrum = _fft.spectrum_buffer(plan.shape, plan.rx + 1, backend)
     top, bottom = plan.coefficients(rng)
     plan.place(spectrum, top, bottom, 1.0 / (h * w))  # the inverse FFT's normalisation
     out = _fft.irfft2(spectrum, plan.shape, threads=threads, backend=backend, normalise=False)

@@ -1,45 +1,58 @@
 """Orchestration: turn a spec into files with worker processes, shards, resume, merge, Dask.
 
-Every sample is independent and seeded by (dataset seed, split, index), so work splits into
-contiguous index blocks that any worker can render (``DatasetSpec.sample``, FFT threads = 1 per
-worker). For HDF5 the parent hands blocks, in index order as they come back, to one writer
-thread (checksums and chunk writes release the GIL, so writing overlaps with rendering); for
-the Hugging Face folder each worker writes whole Parquet files. Output bytes do not depend on
-the number of workers, on shards (``shard=(i, n)`` writes the ``i``-th contiguous part of every
-split; see :func:`merge`) or on resumes.
+Every sample is independent and seeded by (dataset seed, split, index), so the work splits
+into units any worker can do. Each format's writer (:mod:`gptextures.io.formats`) says what
+the units are and takes their results back in order: HDF5 renders blocks of images that the
+one writing process stores (workers hand them over through a memory-mapped scratch file,
+:mod:`gptextures.io.slots`); the Hugging Face folder's workers write whole Parquet files.
+Output bytes do not depend on the number of workers, on shards (``shard=(i, n)`` writes the
+``i``-th contiguous part of every split; see :func:`merge`) or on resumes.
 
 Executors: in-process (``workers=1``), a process pool (``workers > 1``, ``forkserver``/``spawn``
 start method, never ``fork``), or a ``dask.distributed.Client`` (``client=`` or ``scheduler=``
 address); for the HF format Dask workers must see the output folder (shared filesystem).
+
+Worker processes stop with their parent: an interrupted run (Ctrl-C, or SIGTERM/SIGHUP through
+the command line) stops them before it returns, and a parent killed outright (``kill -9``)
+leaves workers that notice within a fraction of a second and exit.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import multiprocessing
 import os
 import re
+import select
+import signal
+import threading
 import time
+import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import hdf5 as _hdf5
-from .io.behind import WriteBehind as _WriteBehind
-from .io.meta import check_formats, detect_format, ensure_writable_dir
+from .io import lock as _lock
+from .io.formats import (
+    FormatWriter,
+    Task,
+    check_formats,
+    check_target,
+    detect_format,
+    get_format,
+    shard_range,
+)
+from .io.meta import check_disk_space, ensure_writable_dir, write_error
 from .memory import keep_freed_memory
 from .spec import DatasetSpec
 
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
-_BLOCK_BYTES = 16 * 2**20
-# In-process HDF5 blocks: the writer thread starts on a block as soon as it is rendered, and the
-# last block's write is the part that cannot overlap with rendering, so keep blocks small.
-_INLINE_BLOCK_BYTES = 4 * 2**20
+#: Seconds to wait for a Dask scheduler before giving up.
+SCHEDULER_TIMEOUT_S = 5
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -62,6 +75,14 @@ def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
     return int(i), int(n)
 
 
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def check_workers(workers: Any) -> int:
     """Validate a worker count (an int >= 1)."""
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
@@ -71,47 +92,48 @@ def check_workers(workers: Any) -> int:
     return int(workers)
 
 
-# ---- work units (run in workers; module-level so they pickle) ------------------------------
-@functools.lru_cache(maxsize=4)
-def _spec_of(spec_json: str) -> DatasetSpec:
-    return DatasetSpec.from_json(spec_json)
-
-
-def render_block(spec_json: str, split: str, start: int, stop: int, encode: bool = False
-                 ) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Render samples ``start:stop`` of ``split``.
-
-    Args:
-        encode: return the images as HDF5 chunks with their fletcher32 checksums
-            (:class:`gptextures.io.hdf5.EncodedChunks`), computed here in the worker.
-    Returns:
-        ``images`` float32 ``(k, H, W)`` (or encoded chunks), ``labels`` int64 ``(k,)``,
-        ``seeds`` int64 ``(k,)``.
-    """
-    spec = _spec_of(spec_json)
-    h, w = spec.texture.size
-    images = np.empty((stop - start, h, w), dtype=np.float32)
-    labels = np.empty(stop - start, dtype=np.int64)
-    seeds = np.empty(stop - start, dtype=np.int64)
-    for j, i in enumerate(range(start, stop)):
-        s = spec.sample(split, i, threads=1)
-        images[j], labels[j], seeds[j] = s.image, s.label, s.seed
-    if encode:
-        return _hdf5.encode_chunks(images), labels, seeds
-    return images, labels, seeds
-
-
-def _worker_init() -> None:
+# ---- worker processes ---------------------------------------------------------------------
+def _worker_init(parent: int, stop: Any) -> None:
+    """Set up a worker process: one thread per library, freed buffers kept, and a thread that
+    ends the process when its parent is gone or asks it to stop."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     keep_freed_memory()  # a worker process only renders: reuse image buffers (see memory.py)
+    threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True,
+                     name="gptextures-watch-parent").start()
+
+
+def _watch_parent(parent: int, stop: Any, period: float = 0.2) -> None:
+    """Exit this worker as soon as ``parent`` has exited or ``stop`` is set (an interrupted
+    run): the task being run is abandoned; the parent's writer keeps only finished blocks."""
+    try:
+        pidfd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll the PID instead
+        pidfd = None
+    while True:
+        if pidfd is not None:
+            gone = bool(select.select([pidfd], [], [], period)[0])
+        else:
+            time.sleep(period)
+            try:
+                os.kill(parent, 0)
+                gone = False
+            except ProcessLookupError:
+                gone = True
+            except PermissionError:
+                gone = False
+        if gone or stop.is_set():
+            os._exit(0)
 
 
 # ---- executors ----------------------------------------------------------------------------
 class _Inline:
-    """Runs tasks at submit time in this process (``workers=1``)."""
+    """Runs tasks in this process (``workers=1``)."""
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+    kind = "inline"
+
+    def submit(self, fn: Any, *args: Any) -> cf.Future:
         fut: cf.Future = cf.Future()
         try:
             fut.set_result(fn(*args))
@@ -119,87 +141,162 @@ class _Inline:
             fut.set_exception(exc)
         return fut
 
-    def shutdown(self) -> None:
+    def shutdown(self, interrupted: bool = False) -> None:
         pass
 
 
 class _Dask:
+    kind = "dask"
+
     def __init__(self, client: Any, own: bool):
         self.client = client
         self.own = own
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def submit(self, fn: Any, *args: Any) -> Any:
         return self.client.submit(fn, *args, pure=False)
 
-    def shutdown(self) -> None:
+    def shutdown(self, interrupted: bool = False) -> None:
         if self.own:
             self.client.close()
 
 
+#: A local pool is started only when the work left, timed on the first tasks run in this
+#: process, exceeds this many seconds: starting one costs ~0.5-1 s (a forkserver importing
+#: numpy and pyFFTW, then each worker's FFT plans), and 2 workers can at best halve the rest.
+POOL_WORTH_S = 2.0
+
+
 class _Pool:
-    def __init__(self, workers: int):
+    """Local worker processes, started on demand (:meth:`start`): the first one comes up in a
+    background thread while this process keeps working; tasks wait for it."""
+
+    kind = "pool"
+
+    def __init__(self, workers: int, preload: Sequence[str]):
+        self.workers = workers
+        self._preload = list(preload)
+        self.pool: cf.ProcessPoolExecutor | None = None
+        self._started: threading.Thread | None = None
+        self._stop: Any = None
+
+    def start(self) -> None:
+        """Make the pool and bring its first worker up in the background."""
+        if self.pool is not None:
+            return
+        if self.workers > cpu_count():
+            warnings.warn(f"workers: {self.workers} worker processes on {cpu_count()} CPUs; more"
+                          " workers than CPUs only adds overhead", stacklevel=2)
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if ctx.get_start_method() == "forkserver":  # import numpy/pyFFTW once, not per worker
-            ctx.set_forkserver_preload(["gptextures.generation"])
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                           initializer=_worker_init)
+            ctx.set_forkserver_preload(self._preload)
+        self._stop = ctx.Event()
+        self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                           initializer=_worker_init,
+                                           initargs=(os.getpid(), self._stop))
+        self._started = threading.Thread(target=self._first_worker, daemon=True,
+                                         name="gptextures-pool-start")
+        self._started.start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        return self.pool.submit(fn, *args)
+    def _first_worker(self) -> None:
+        try:
+            self.pool.submit(os.getpid).result()  # type: ignore[union-attr]
+        except BaseException:  # noqa: BLE001 - a broken start shows in the tasks' results
+            pass
 
-    def shutdown(self) -> None:
+    def ready(self) -> bool:
+        """Whether the pool's first worker is up (tasks submitted now start at once)."""
+        return self._started is not None and not self._started.is_alive()
+
+    def submit(self, fn: Any, *args: Any) -> cf.Future:
+        self.start()
+        self._started.join()  # type: ignore[union-attr]
+        return self.pool.submit(fn, *args)  # type: ignore[union-attr]
+
+    def shutdown(self, interrupted: bool = False) -> None:
+        if self.pool is None:
+            return
+        if interrupted:
+            self._stop.set()  # workers exit now, abandoning their tasks
+        self._started.join()  # type: ignore[union-attr]
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _executor(workers: int, client: Any = None, scheduler: str | None = None) -> Any:
-    if client is not None and scheduler is not None:
-        raise ValueError("client/scheduler: pass one of them, not both")
-    if scheduler is not None:
-        try:
-            from dask.distributed import Client
-        except ImportError:  # pragma: no cover - optional extra
-            raise ImportError("scheduler: Dask needs the 'dask' extra: "
-                              "pip install 'gptextures[dask]'") from None
-        return _Dask(Client(scheduler), own=True)
-    if client is not None:
-        if not hasattr(client, "submit"):
-            raise TypeError(f"client: expected a dask.distributed.Client, got "
-                            f"{type(client).__name__}")
-        return _Dask(client, own=False)
-    return _Pool(workers) if workers > 1 else _Inline()
+def _preload(formats: Iterable[str]) -> list[str]:
+    """Modules a worker pool imports once, before forking its workers: what the formats' tasks
+    need, and pyFFTW when it renders (importing it takes ~0.2-0.7 s)."""
+    from . import fft
+
+    mods = [m for f in formats for m in get_format(f).worker_modules]
+    return list(dict.fromkeys(mods + (["pyfftw"] if fft.default_backend() == "pyfftw" else [])))
 
 
-def _ordered(executor: Any, fn: Callable[..., Any], tasks: Iterable[tuple[Any, ...]],
-             window: int) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    """Submit ``fn(*task)`` with at most ``window`` in flight; yield ``(task, result)`` in order.
+def _dask_client(scheduler: str) -> Any:
+    try:
+        from dask.distributed import Client
+    except ImportError:  # pragma: no cover - optional extra
+        raise ImportError("scheduler: Dask needs the 'dask' extra: "
+                          "pip install 'gptextures[dask]'") from None
+    try:
+        return Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConnectionError(
+            f"scheduler: cannot reach a Dask scheduler at {scheduler!r} within"
+            f" {SCHEDULER_TIMEOUT_S} s ({type(exc).__name__}: {exc}); check the address and that"
+            " the scheduler is running") from None
 
-    In-process (:class:`_Inline`) each task runs just before its result is yielded, so the
-    consumer gets it without waiting for the next one to be computed."""
+
+def _ordered(executor: Any, writer: FormatWriter, tasks: Iterable[Task],
+             window: int) -> Iterator[tuple[Task, Any]]:
+    """Submit tasks with at most ``window`` in flight; yield ``(task, result)`` in order.
+
+    Each task goes through ``writer.prepare`` just before it is submitted (it may wait for a
+    free transfer slot). In-process each task runs just before its result is yielded. With a
+    local pool, this process runs the first tasks itself (``writer.inline``) and starts the
+    pool only when the work left, at the rate measured on them, exceeds ``POOL_WORTH_S``; it
+    goes on working while the pool's first worker comes up. So ``--workers`` never costs a
+    pool's start-up on a run too small to repay it."""
+    prepare = getattr(writer, "prepare", lambda t: t)
     if isinstance(executor, _Inline):
         for task in tasks:
-            yield task, executor.submit(fn, *task).result()
+            yield task, executor.submit(task.fn, *task.args).result()
         return
-    pending: deque = deque()
+    tasks = list(tasks)
     it = iter(tasks)
-    for task in it:
-        pending.append((task, executor.submit(fn, *task)))
-        if len(pending) >= window:
-            break
+    if isinstance(executor, _Pool):
+        # This process works through the tasks itself, timing them, until the work left says
+        # a pool pays (POOL_WORTH_S) and its first worker is up; a small run never starts one.
+        left, done, spent = sum(t.samples for t in tasks), 0, 0.0
+        while not executor.ready():
+            task = next(it, None)
+            if task is None:
+                return
+            if done and spent / done * left > POOL_WORTH_S:
+                executor.start()
+            local = writer.inline(task)
+            t0 = time.perf_counter()
+            result = local.fn(*local.args)
+            spent += time.perf_counter() - t0
+            done += task.samples
+            left -= task.samples
+            yield local, result
+    pending: deque = deque()
+
+    def submit_next() -> bool:
+        task = next(it, None)
+        if task is None:
+            return False
+        task = prepare(task)
+        pending.append((task, executor.submit(task.fn, *task.args)))
+        return True
+
+    while len(pending) < window and submit_next():
+        pass
     while pending:
         task, fut = pending.popleft()
         result = fut.result()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append((nxt, executor.submit(fn, *nxt)))
+        submit_next()
         yield task, result
-
-
-def block_size(spec: DatasetSpec, remaining: int, workers: int) -> int:
-    """Images per work unit: ~16 MiB, at most 64, small enough to keep every worker busy."""
-    h, w = spec.texture.size
-    size = max(1, min(64, _BLOCK_BYTES // (h * w * 4)))
-    return max(1, min(size, -(-remaining // (4 * workers)) if remaining else 1))
 
 
 # ---- results ------------------------------------------------------------------------------
@@ -215,6 +312,8 @@ class GenerateResult:
         bytes: size on disk of the outputs.
         seconds: wall time of this run.
         fingerprint: the spec's fingerprint.
+        workers: worker processes used: 1 when the run was too small to start a pool (see
+            ``POOL_WORTH_S``), else ``workers`` capped at the number of work units.
     """
 
     paths: dict[str, Path] = field(default_factory=dict)
@@ -224,6 +323,7 @@ class GenerateResult:
     bytes: int = 0
     seconds: float = 0.0
     fingerprint: str = ""
+    workers: int = 1
 
     @property
     def images_per_second(self) -> float:
@@ -235,15 +335,7 @@ def output_paths(spec: DatasetSpec, out_dir: str | os.PathLike[str],
                  shard: str | tuple[int, int] | None = None) -> dict[str, Path]:
     """Where :func:`generate` writes each format."""
     shard = parse_shard(shard)
-    out = {}
-    for f in check_formats(formats):
-        if f == "hdf5":
-            out[f] = _hdf5.default_path(out_dir, spec, shard)
-        else:
-            from .io import hf as _hf
-
-            out[f] = _hf.default_path(out_dir, spec, shard)
-    return out
+    return {f: get_format(f).default_path(out_dir, spec, shard) for f in check_formats(formats)}
 
 
 def generate(
@@ -268,7 +360,8 @@ def generate(
         spec: the dataset.
         out_dir: output directory (created); see :func:`output_paths` for file names.
         formats: ``"hdf5"``, ``"hf"`` or both (``"hdf5,hf"``).
-        workers: worker processes (``1``: this process).
+        workers: worker processes (``1``: this process); capped at the number of work units,
+            with a warning above the number of CPUs.
         shard: ``"I/N"`` or ``(I, N)``: write the ``I``-th contiguous part of every split.
         splits: splits to write (default: all).
         overwrite: replace complete outputs (the old one stays until the new one is complete)
@@ -280,7 +373,9 @@ def generate(
         client: a ``dask.distributed.Client`` to run the work on.
         scheduler: address of a Dask scheduler (``tcp://host:8786``) to connect to.
     Raises:
-        FileExistsError: a complete output exists and ``overwrite`` is false.
+        FileExistsError: an output path exists and ``overwrite`` is false.
+        OutputBusyError: another run is writing one of the outputs.
+        OSError: (``ENOSPC``) the outputs cannot fit in the directory's free space.
     """
     if not isinstance(spec, DatasetSpec):
         raise TypeError(f"spec: expected a DatasetSpec, got {type(spec).__name__}")
@@ -288,153 +383,143 @@ def generate(
     workers = check_workers(workers)
     shard = parse_shard(shard)
     splits = list(spec.splits) if splits is None else [spec.check_split(s) for s in splits]
+    if client is not None and scheduler is not None:
+        raise ValueError("client/scheduler: pass one of them, not both")
+    if client is not None and not hasattr(client, "submit"):
+        raise TypeError(f"client: expected a dask.distributed.Client, got "
+                        f"{type(client).__name__}")
+    # The options of the formats that take some (any other format writes with its defaults).
+    options = {"hdf5": {"compression": compression},
+               "hf": {"compression": hf_compression, "rows_per_file": rows_per_file}}
     paths = output_paths(spec, out_dir, fmts, shard)
     ensure_writable_dir(out_dir)
-    if not overwrite:  # refuse before touching anything
-        for f, p in paths.items():
-            if p.exists():
-                raise FileExistsError(
-                    f"out: {str(p)!r} already exists (a complete {f} dataset); pass --overwrite"
-                    " (overwrite=True) to replace it"
-                )
     t0 = time.perf_counter()
-    result = GenerateResult(fingerprint=spec.fingerprint)
-    executor = _executor(workers, client, scheduler)
-    n_workers = _n_workers(executor, workers)
+    result = GenerateResult(fingerprint=spec.fingerprint, paths=paths)
+    held: list[Path] = []
     try:
-        for f in fmts:
-            if f == "hdf5":
-                _generate_hdf5(spec, paths[f], splits, shard, overwrite, compression, executor,
-                               n_workers, progress, result)
-            else:
-                _generate_hf(spec, paths[f], splits, shard, overwrite, hf_compression,
-                             rows_per_file, executor, n_workers, progress, result)
+        for p in paths.values():  # refuse before touching anything
+            _lock.acquire(p)
+            held.append(p)
+        for f, p in paths.items():
+            check_target(p, spec, f, overwrite)
+        _check_space(spec, splits, shard, paths, options, out_dir)
+        _run(spec, paths, splits, shard, overwrite, options, workers, client, scheduler,
+             progress, result)
     finally:
-        executor.shutdown()
+        for p in held:
+            _lock.release(p)
     result.seconds = time.perf_counter() - t0
-    result.paths = paths
     result.bytes = sum(_size(p) for p in paths.values())
     return result
 
 
-def _n_workers(executor: Any, workers: int) -> int:
-    if isinstance(executor, _Dask):
-        try:
-            return max(1, sum(executor.client.nthreads().values()))
-        except Exception:  # noqa: BLE001 - a best guess is enough for block sizing
-            return workers
-    return workers
+def _check_space(spec: DatasetSpec, splits: list[str], shard: tuple[int, int],
+                 paths: dict[str, Path], options: dict[str, dict[str, Any]],
+                 out_dir: str | os.PathLike[str]) -> None:
+    """Refuse up front outputs that cannot fit (what a partial output holds counts as done)."""
+    n = sum(b - a for a, b in (shard_range(spec.num_samples(s), shard) for s in splits))
+    needed = sum(get_format(f).stored_bytes(spec, n, **options.get(f, {})) for f in paths)
+    done = sum(_size(Path(str(p) + ".partial")) for p in paths.values())
+    h, w = spec.texture.size
+    check_disk_space(out_dir, needed - done,
+                     f"{spec.name} ({n} images of {h}x{w} float32 as {', '.join(paths)})")
+
+
+def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tuple[int, int],
+         overwrite: bool, options: dict[str, dict[str, Any]], workers: int, client: Any,
+         scheduler: str | None, progress: bool, result: GenerateResult) -> None:
+    writers: dict[str, FormatWriter] = {}
+    executor: Any = None
+    interrupted = False
+    try:
+        if client is not None or scheduler is not None:  # reach the cluster before any file
+            executor = _Dask(client, own=False) if client is not None \
+                else _Dask(_dask_client(scheduler), own=True)  # type: ignore[arg-type]
+        elif workers > 1:  # started by _ordered when the work is worth it
+            samples = sum(b - a for a, b in (shard_range(spec.num_samples(s), shard)
+                                             for s in splits))
+            executor = _Pool(max(1, min(workers, samples)), _preload(paths))
+        for f, p in paths.items():
+            try:
+                writers[f] = get_format(f).open_writer(p, spec, splits=splits, shard=shard,
+                                                       overwrite=overwrite,
+                                                       **options.get(f, {}))
+            except OSError as exc:
+                raise write_error(exc, p) from exc
+        if isinstance(executor, _Dask):
+            try:
+                n = max(1, sum(executor.client.nthreads().values()))
+            except Exception:  # noqa: BLE001 - a best guess is enough for block sizing
+                n = workers
+        else:
+            units = max(len(w.tasks("pool", workers)) for w in writers.values())
+            n = max(1, min(workers, units))
+            if n == 1 and executor is not None:  # too little work to share
+                executor.shutdown()
+                executor = None
+            executor = executor or _Inline()
+        for f, writer in writers.items():
+            try:
+                _write(spec, f, writer, executor, n, progress, result)
+            except OSError as exc:
+                raise write_error(exc, writer.path) from exc
+        used = not isinstance(executor, (_Pool, _Inline)) or \
+            (isinstance(executor, _Pool) and executor.pool is not None)
+        result.workers = n if used else 1
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        for w in writers.values():
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - e.g. a full disk again: the first error is news
+                pass
+        raise
+    finally:
+        if executor is not None:
+            executor.shutdown(interrupted=interrupted)
+
+
+def _write(spec: DatasetSpec, fmt: str, writer: FormatWriter, executor: Any, workers: int,
+           progress: bool, result: GenerateResult) -> None:
+    tasks = writer.tasks(executor.kind, workers)
+    remaining = sum(t.samples for t in tasks)
+    total = sum(writer.counts.values())
+    for s, n in writer.counts.items():
+        result.counts[s] = n
+    result.resumed += total - remaining
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=total - remaining, desc=f"{spec.name} {fmt}",
+                   unit="img", dynamic_ncols=True)
+    shown = 0
+    try:
+        for task, res in _ordered(executor, writer, tasks, 2 * workers):
+            writer.accept(task, res)
+            if bar is not None and writer.samples_written > shown:
+                bar.update(writer.samples_written - shown)
+                shown = writer.samples_written
+        writer.finish()
+        if bar is not None and writer.samples_written > shown:
+            bar.update(writer.samples_written - shown)
+    finally:
+        if bar is not None:
+            bar.close()
+    result.generated += remaining
 
 
 def _size(p: Path) -> int:
     if p.is_file():
         return p.stat().st_size
-    return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
-
-
-def _bar(total: int, initial: int, desc: str, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True)
-
-
-def _generate_hdf5(spec: DatasetSpec, path: Path, splits: list[str], shard: tuple[int, int],
-                   overwrite: bool, compression: str | None, executor: Any, workers: int,
-                   progress: bool, result: GenerateResult) -> None:
-    writer = _hdf5.HDF5Writer.open(path, spec, splits=splits, shard=shard,
-                                   compression=compression, overwrite=overwrite)
-    try:
-        spec_json = spec.to_json(indent=None)
-        todo = {s: (writer.next_index(s), writer.range(s)[1]) for s in splits}
-        remaining = sum(b - a for a, b in todo.values())
-        total = sum(hi - lo for lo, hi in (writer.range(s) for s in splits))
-        result.resumed += total - remaining
-        for s in splits:
-            result.counts[s] = writer.range(s)[1] - writer.range(s)[0]
-        bs = block_size(spec, remaining, workers)
-        inline = isinstance(executor, _Inline)
-        if inline:
-            h, w = spec.texture.size
-            bs = max(1, min(bs, _INLINE_BLOCK_BYTES // (h * w * 4)))
-        # Parallel workers also compute the chunk checksums, so this process only copies bytes;
-        # in-process, the writer thread computes them (numpy releases the GIL).
-        encode = compression is None and not inline
-        tasks = [(spec_json, s, a, min(a + bs, b), encode) for s, (a, b) in todo.items()
-                 for a in range(a, b, bs)]
-        bar = _bar(total, total - remaining, f"{spec.name} hdf5", progress)
-        sizes: list[int] = []  # samples per queued block, in order
-        shown = 0
-
-        def show() -> None:
-            nonlocal shown
-            if bar is not None:
-                n = sum(sizes[shown:wb.done])
-                shown = wb.done
-                if n:
-                    bar.update(n)
-
-        # This thread renders (or collects workers' results); one writer thread writes, at
-        # most two blocks behind. Only the writer thread touches the file until it is joined.
-        wb = _WriteBehind(writer.write, depth=2, name="hdf5-writer")
-        try:
-            try:
-                for (_, s, a, b, _), (images, labels, seeds) in _ordered(
-                        executor, render_block, tasks, 2 * workers + 1):
-                    wb.put((s, a, images, labels, seeds))
-                    sizes.append(b - a)
-                    show()
-            except BaseException:
-                wb.close(abort=True)  # the block being written completes; the rest is dropped
-                raise
-            wb.close()  # every queued block written; a writer error is raised here
-            show()
-        finally:
-            if bar is not None:
-                bar.close()
-        result.generated += sum(sizes)
-        writer.finish()
-    except BaseException:
-        try:
-            writer.close()
-        except Exception:  # noqa: BLE001 - e.g. a full disk again: the first error is the news
-            pass
-        raise
-
-
-def _generate_hf(spec: DatasetSpec, path: Path, splits: list[str], shard: tuple[int, int],
-                 overwrite: bool, compression: str, rows_per_file: int | None, executor: Any,
-                 workers: int, progress: bool, result: GenerateResult) -> None:
-    from .io import hf as _hf
-
-    writer = _hf.HFWriter.open(path, spec, splits=splits, shard=shard, compression=compression,
-                               rows_per_file=rows_per_file, overwrite=overwrite)
-    pending = writer.pending()
-    total = sum(f.stop - f.start for f in writer.files)
-    remaining = sum(f.stop - f.start for f in pending)
-    result.resumed += total - remaining
-    counts: dict[str, int] = {}
-    for f in writer.files:
-        counts[f.split] = counts.get(f.split, 0) + f.stop - f.start
-    result.counts.update(counts)
-    bar = _bar(total, total - remaining, f"{spec.name} hf", progress)
-    try:
-        tasks = [writer.task(f) for f in pending]
-        for task, _ in _ordered(executor, _hf.write_file, tasks, 2 * workers):
-            n = task[6] - task[5]
-            result.generated += n
-            if bar is not None:
-                bar.update(n)
-    finally:
-        if bar is not None:
-            bar.close()
-    writer.finish()
+    if p.is_dir():
+        return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
+    return 0
 
 
 def merge(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
           overwrite: bool = False, progress: bool = False) -> Path:
-    """Join complete shards (all HDF5 files or all HF folders) into one dataset.
+    """Join complete shards (all of one format) into one dataset.
 
     The result is identical to a single-process run of the same spec (HDF5: same datasets and
     attributes; HF: the same Parquet files byte for byte).
@@ -443,13 +528,11 @@ def merge(shards: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
         raise ValueError("shards: expected one or more shard paths, got none")
     kinds = {detect_format(p) for p in shards}
     if len(kinds) != 1:
-        raise ValueError(f"shards: mix of formats {sorted(kinds)}; merge HDF5 shards and HF "
-                         "shards separately")
-    if kinds.pop() == "hdf5":
-        return _hdf5.merge(shards, out, overwrite=overwrite, progress=progress)
-    from .io import hf as _hf
-
-    return _hf.merge(shards, out, overwrite=overwrite)
+        raise ValueError(f"shards: mix of formats {sorted(kinds)}; merge each format's shards"
+                         " separately")
+    with _lock.output_lock(out):
+        return get_format(kinds.pop()).merge(shards, out, overwrite=overwrite,
+                                             progress=progress)
 
 
 def generate_sharded(spec: DatasetSpec, out_dir: str | os.PathLike[str], *, shards: int,

@@ -1,5 +1,8 @@
 """Leaderboards: one per dataset fingerprint; validated entries, ranking, Markdown/JSON rendering.
 
+The reference leaderboards ship with the package: ``gptextures/leaderboards/<preset>.json``
+(and the rendered ``.md``), found with :func:`shipped_board_path` from any directory.
+
 An entry is a JSON object (schema in docs/evaluation.md): what was run (method, backdrop masks,
 number of parameters, training recipe), on which data (fingerprint, split, count), with which
 seeds (>= 3) and results per seed, the aggregate over seeds (mean, std with ddof=1; recomputed
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .evaluation import EvaluationResult, FingerprintMismatchError
+from .io.meta import parse_json, read_text
 from .spec import DatasetSpec
 
 FORMAT = "gptextures-leaderboard"
@@ -38,6 +42,23 @@ _REQUIRED = {
 }
 _OPTIONAL = {"description", "notes", "ci", "url", "reference"}
 _AGG_TOL = 1e-9
+#: Where the shipped leaderboards live: package data next to this module.
+SHIPPED_DIR = Path(__file__).with_name("leaderboards")
+
+
+def shipped_board_path(name: str) -> Path:
+    """The shipped leaderboard JSON of preset ``name``: ``gptextures/leaderboards/<name>.json``
+    inside the installed package (it may not exist yet for a new preset).
+
+    Raises:
+        ValueError: ``name`` is not a preset.
+    """
+    from . import presets
+
+    if name not in presets.names():
+        raise ValueError(f"name: {name!r} is not a preset; known presets:"
+                         f" {', '.join(presets.names())}")
+    return SHIPPED_DIR / f"{name}.json"
 
 
 def _err(where: str, msg: str) -> ValueError:
@@ -323,12 +344,7 @@ class Leaderboard:
     def load(cls, path: str | os.PathLike) -> Leaderboard:
         """Read and validate a leaderboard JSON file."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"leaderboard: no such file {str(path)!r}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"leaderboard: {str(path)!r} is not valid JSON ({exc})") from None
+        data = parse_json(read_text(path, "leaderboard"), path, "leaderboard")
         return cls.from_dict(data, where=f"leaderboard {str(path)!r}")
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -173,7 +173,7 @@ def dataset_source(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if p.is_dir() and (p / "config.json").is_file() and (p / "run.json").is_file():
         return "run"
-    from .io.meta import detect_format
+    from .io import detect_format
 
     return detect_format(p)
 
@@ -209,7 +209,7 @@ def plan_dataset(source: str | os.PathLike[str], repo_id: str, *, tag: str | Non
 
 
 def _dataset_folder(src: Path, work: Path, progress: bool) -> tuple[Path, list[str]]:
-    from .io.meta import detect_format
+    from .io import detect_format
 
     fmt = detect_format(src)
     if fmt == "hf":
@@ -328,15 +328,12 @@ def _load_board(spec: DatasetSpec, path: str | os.PathLike[str] | None) -> Leade
 
 def shipped_board(name: str) -> Path | None:
     """Where the leaderboard gptextures ships for a preset lives (None when it has none)."""
-    from . import leaderboard as _lb
+    from .leaderboard import shipped_board_path
 
-    if hasattr(_lb, "shipped_board_path"):
-        try:
-            return Path(_lb.shipped_board_path(name))
-        except (ValueError, FileNotFoundError):
-            return None
-    p = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "leaderboards"
-    return p / f"{name}.json"
+    try:
+        return shipped_board_path(name)
+    except ValueError:  # not a preset
+        return None
 
 
 def regenerate_command(spec: DatasetSpec, record: dict[str, Any]) -> str:
@@ -364,7 +361,7 @@ def dataset_hub_card(spec: DatasetSpec, record: dict[str, Any], repo_id: str, ta
     ``extra_metadata``: front-matter keys of the folder's own card that the Hub card lacks
     (kept as they are).
     """
-    from .io.hf import dataset_card
+    from .io.hf import data_pattern, dataset_card
     from .io.scale_preview import LEVEL_WINDOW, windows
 
     splits = list(dict.fromkeys(f["split"] for f in record["files"]))
@@ -412,9 +409,12 @@ def dataset_hub_card(spec: DatasetSpec, record: dict[str, Any], repo_id: str, ta
         f" --repo {repo_id}`.\n\n"
     )
     load_args = f"\"{repo_id}\", revision=\"{tag}\""
+    content = record.get("content")  # the folder's content id names its files (io.hf)
     card = dataset_card(spec, splits=splits, preview=preview, load_args=load_args,
                         hub_sections=hub, made_by=(str(record.get("package_version")),
-                                                   str(record.get("fft_backend"))))
+                                                   str(record.get("fft_backend"))),
+                        data_files={s: data_pattern(s, content) for s in splits}
+                        if content else None)
     if extra_metadata:
         card = _merge_front_matter(card, extra_metadata)
     return card

@@ -188,7 +188,8 @@ def entry_from_runs(runs: Sequence[Run | str | os.PathLike[str]], *, method: str
         raise ValueError(f"runs: repeated seeds {sorted(seeds)}; each seed counts once")
     cfg = first.config
     hardware = sorted({hardware_text(r.run["hardware"]) for r in loaded})
-    masks = [{"name": m["name"], "p": m["p"], "patch_px": m["patch_px"]} for m in cfg["masks"]]
+    masks = [{"name": m["name"], "p": m["p"], "patch_px": m["patch_px"]} for m in cfg["masks"]
+             if m["p"] > 0]  # p = 0 slots are exact no-ops: the entry lists the active masks
     training = {**cfg["training"], "model": cfg["model"]["class"],
                 "model_kwargs": cfg["model"]["kwargs"], "crop": cfg["crop"]}
     wall = [float(r.run["wall_time_s"]) for r in loaded]

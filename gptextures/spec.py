@@ -312,9 +312,25 @@ class DatasetSpec:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"index: expected an int, got {index!r}")
         if not 0 <= int(index) < n:
-            raise ValueError(f"index: must be in [0, {n - 1}] for split {split!r}, got {index}")
+            raise IndexError(f"index: must be in [0, {n - 1}] for split {split!r}, got {index}")
         return int(index)
 
+    def check_range(self, split: str, start: int = 0, stop: int | None = None
+                    ) -> tuple[int, int]:
+        """``(start, stop)`` of a range of ``split``'s indices (``stop=None``: to the end);
+        ``IndexError`` outside ``0 <= start <= stop <= num_samples``."""
+        n = self.num_samples(split)
+        stop = n if stop is None else stop
+        for name, v in (("start", start), ("stop", stop)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name}: expected an int, got {v!r}")
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"start/stop: need 0 <= start <= stop <= {n} for split {split!r},"
+                             f" got start={start}, stop={stop}")
+        return int(start), int(stop)
+
+    # The one home of the sample -> class and sample -> seed rules: every writer, reader,
+    # loader and the evaluator call these.
     def label_of(self, split: str, index: int) -> int:
         """Class of sample ``index`` (interleaved: ``index % num_classes``)."""
         return self._check_index(split, index) % self.num_classes
@@ -322,6 +338,38 @@ class DatasetSpec:
     def seed_of(self, split: str, index: int) -> int:
         """The per-sample seed of sample ``index`` of ``split``."""
         return _seeds.sample_seed(self.seed, split, self._check_index(split, index))
+
+    def labels(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Class indices of samples ``start:stop`` of ``split``: int64 ``(k,)``."""
+        start, stop = self.check_range(split, start, stop)
+        return np.arange(start, stop, dtype=np.int64) % self.num_classes
+
+    def level_labels(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Per-level labels of samples ``start:stop``: int64 ``(k, depth)``, level order."""
+        return _labels.decode_array(self.labels(split, start, stop), self.texture.radices)
+
+    def seeds(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Per-sample seeds of samples ``start:stop`` of ``split``: int64 ``(k,)``."""
+        start, stop = self.check_range(split, start, stop)
+        return np.fromiter((_seeds.sample_seed(self.seed, split, i) for i in range(start, stop)),
+                           dtype=np.int64, count=stop - start)
+
+    def images(self, split: str, start: int = 0, stop: int | None = None, *,
+               threads: int = 1) -> np.ndarray:
+        """Render samples ``start:stop`` of ``split``: float32 ``(k, H, W)``.
+
+        Each image depends only on (spec, split, index): any range, in any process, gives
+        the same bytes.
+        """
+        from .textures import render
+
+        start, stop = self.check_range(split, start, stop)
+        h, w = self.texture.size
+        out = np.empty((stop - start, h, w), dtype=np.float32)
+        labels, seeds = self.labels(split, start, stop), self.seeds(split, start, stop)
+        for j in range(stop - start):
+            out[j] = render(self.texture, int(labels[j]), seed=int(seeds[j]), threads=threads)
+        return out
 
     def sample(self, split: str, index: int, *, threads: int = 1) -> Sample:
         """Generate sample ``index`` of ``split`` (independent of any other sample)."""

@@ -20,7 +20,6 @@ import math
 from functools import cache, lru_cache
 
 import numpy as np
-from scipy import special
 
 KERNELS: tuple[str, ...] = ("squared_exponential", "matern32", "matern52")
 #: Kernel correlation allowed at half the image size (periodic wrap-around error bound).
@@ -70,6 +69,8 @@ def correlation(kernel: str, r: np.ndarray | float, length_scale: float) -> np.n
     ``k(r) = 2 pi int_0^inf S(f) J0(2 pi f r) f df``) by the trapezoid rule, so the spectral
     density stays the single definition of each kernel. Accurate to ~1e-5 for ``r <= 12 l``.
     """
+    from scipy import special  # here: importing it costs ~0.15 s, and few callers need it
+
     check_kernel(kernel)
     r = np.asarray(r, dtype=np.float64)
     ell = float(length_scale)
@@ -85,9 +86,28 @@ def correlation(kernel: str, r: np.ndarray | float, length_scale: float) -> np.n
     return out.reshape(r.shape)
 
 
+#: ``_distance_where`` of the kernels at the two tolerances used, so that validating a spec
+#: (every preset, at every start) needs no Hankel transforms and no scipy.special; a test
+#: recomputes them from the spectral densities.
+_DISTANCES: dict[tuple[str, float], float] = {
+    ("squared_exponential", 0.01): 3.0348531747440575,
+    ("squared_exponential", 0.001): 3.7169133379356936,
+    ("matern32", 0.01): 3.8324358311838296,
+    ("matern32", 0.001): 5.32881198783798,
+    ("matern52", 0.01): 3.587364804774552,
+    ("matern52", 0.001): 4.845909705232771,
+}
+
+
 @cache
 def _distance_where(kernel: str, tol: float) -> float:
-    """Distance in units of ``l`` beyond which ``k(r) <= tol`` (bisection on ``correlation``)."""
+    """Distance in units of ``l`` beyond which ``k(r) <= tol``."""
+    known = _DISTANCES.get((kernel, tol))
+    return known if known is not None else distance_where_bisection(kernel, tol)
+
+
+def distance_where_bisection(kernel: str, tol: float) -> float:
+    """:func:`_distance_where` by bisection on :func:`correlation` (40 steps from [0, 12])."""
     lo, hi = 0.0, 12.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)

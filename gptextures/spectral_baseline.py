@@ -129,7 +129,9 @@ class SpectralBaseline:
         return sum((self.n_bins + 1) * r for r in self.texture.radices)
 
     def fit(self, images: np.ndarray, y: Sequence[int] | np.ndarray) -> SpectralBaseline:
-        """Fit on ``(N, H, W)`` images with int ``(N,)`` class indices."""
+        """Fit on ``(N, H, W)`` images with int ``(N,)`` class indices (N >= 1)."""
+        if np.ndim(images) == 3 and np.shape(images)[0] == 0:
+            raise ValueError("images: no training images (N = 0); fit needs at least one")
         feats = radial_log_power(images, self.n_bins)
         y = np.asarray(y)
         if y.shape != (feats.shape[0],):

@@ -110,8 +110,6 @@ def render_components(
 def _render_sum_fourier(spec: TextureSpec, plans: tuple[FieldPlan, ...], seed: int, threads: int,
                         backend: str | None) -> np.ndarray:
     h, w = spec.size
-    ry = max(p.ry for p in plans)
-    nb = max(p.n_bottom for p in plans)
     levels = []  # (plan, (top, bottom), factor to a unit-variance field x the level's weight)
     power = 0.0  # of the mix: sum of the levels' powers plus their cross terms (Parseval)
     for i, (lv, plan) in enumerate(zip(spec.levels, plans)):
@@ -125,7 +123,7 @@ def _render_sum_fourier(spec: TextureSpec, plans: tuple[FieldPlan, ...], seed: i
         levels.append((plan, (top, bottom), s))
     # Unit standard deviation of the image, with the inverse FFT's 1 / (H W) folded in.
     scale = 1.0 / math.sqrt(power)
-    spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend, rows=(ry + 1, nb))
+    spectrum = _fft.spectrum_buffer((h, w), _band_columns(spec), backend)
     for plan, (top, bottom), s in levels:
         plan.place(spectrum, top, bottom, s * scale, add=True)
     return _fft.irfft2(spectrum, (h, w), threads=threads, backend=backend, normalise=False)

@@ -1,9 +1,9 @@
-"""PyTorch datasets: over a written HDF5 file, and streaming (generated on the fly from a spec).
+"""PyTorch datasets, like torchvision's: a map-style one over any source, and a streaming one.
 
 Both yield ``(image, target)`` with ``image`` a float32 tensor ``(1, H, W)`` (one channel, ready
 for ``Conv2d``) after the optional ``transform``, and ``target`` either the class index
 (``target="label"``, int64 scalar) or the per-level labels (``target="levels"``, int64
-``(depth,)``).
+``(depth,)``), after the optional ``target_transform``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from . import labels as _labels
 from .spec import DatasetSpec
 
 TARGETS: tuple[str, ...] = ("label", "levels")
@@ -35,49 +33,54 @@ def _check_target(target: str) -> str:
     return target
 
 
-def _check_transform(transform: Any) -> Any:
+def _check_transform(transform: Any, name: str = "transform") -> Any:
     if transform is not None and not callable(transform):
-        raise TypeError(f"transform: expected a callable or None, got {type(transform).__name__}")
+        raise TypeError(f"{name}: expected a callable or None, got {type(transform).__name__}")
     return transform
 
 
 class TextureDataset(Dataset):
-    """A split of an HDF5 file as a map-style dataset.
+    """A split of any gptextures source as a map-style dataset (``torchvision`` style).
 
-    The file is opened lazily, once per process (each ``DataLoader`` worker opens its own
-    handle), so the dataset pickles cleanly for any start method.
+    The source is whatever :func:`gptextures.load` accepts: an HDF5 file, a Hugging Face
+    folder (read a row group at a time), a preset name, a spec ``.json`` file or a
+    :class:`DatasetSpec` (images rendered when asked, none kept). Files are opened lazily, once
+    per process (each ``DataLoader`` worker opens its own), so the dataset pickles cleanly for
+    any start method.
 
     Args:
-        path: a complete ``.h5`` file written by gptextures.
+        root_or_source: the source (see above).
         split: split name.
         transform: callable applied to the image tensor ``(1, H, W)``.
+        target_transform: callable applied to the target.
         target: ``"label"`` (class index) or ``"levels"`` (per-level labels ``(depth,)``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], split: str,
+    def __init__(self, root_or_source: str | os.PathLike[str] | DatasetSpec, split: str,
                  transform: Callable[[torch.Tensor], Any] | None = None,
+                 target_transform: Callable[[torch.Tensor], Any] | None = None,
                  target: str = "label"):
-        from .io.hdf5 import HDF5Dataset
+        from .io import open_source
 
-        self.path = Path(path)
+        self.source: Any = root_or_source.to_json(indent=None) \
+            if isinstance(root_or_source, DatasetSpec) else root_or_source
+        self._is_spec = isinstance(root_or_source, DatasetSpec)
         self.split = split
         self.transform = _check_transform(transform)
+        self.target_transform = _check_transform(target_transform, "target_transform")
         self.target = _check_target(target)
-        with HDF5Dataset(self.path) as ds:
-            if split not in ds.splits:
-                raise ValueError(f"split: {split!r} is not in {str(self.path)!r}; it has"
-                                 f" {ds.splits}")
-            self._len = ds.written(split)
-            self._spec_json = ds.spec.to_json(indent=None)
-            labels = ds.labels(split)
-        self._labels = torch.from_numpy(labels)
-        self._levels = torch.from_numpy(_labels.decode_array(labels, self.spec.texture.radices))
+        with open_source(root_or_source) as reader:
+            reader.check_split(split)
+            self._len = reader.num_samples(split)
+            self._spec_json = reader.spec.to_json(indent=None)
+            self._labels = torch.from_numpy(reader.labels(split))
+            self._levels = torch.from_numpy(reader.level_labels(split))
         self._reader: Any = None
         self._pid: int | None = None
 
     @property
     def spec(self) -> DatasetSpec:
-        """The dataset's spec (read from the file)."""
+        """The dataset's spec."""
         return _spec_from_json(self._spec_json)
 
     @property
@@ -94,13 +97,14 @@ class TextureDataset(Dataset):
 
     def _open(self) -> Any:
         if self._reader is None or self._pid != os.getpid():
-            from .io.hdf5 import HDF5Dataset
+            from .io import open_source
 
-            self._reader = HDF5Dataset(self.path)
+            self._reader = open_source(_spec_from_json(self.source) if self._is_spec
+                                       else self.source)
             self._pid = os.getpid()
         return self._reader
 
-    def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
         if isinstance(i, torch.Tensor):
             i = int(i)
         n = self._len
@@ -113,7 +117,9 @@ class TextureDataset(Dataset):
         image = torch.from_numpy(self._open().image(self.split, int(i))).unsqueeze(0)
         if self.transform is not None:
             image = self.transform(image)
-        target = self._labels[i] if self.target == "label" else self._levels[i]
+        target: Any = self._labels[i] if self.target == "label" else self._levels[i]
+        if self.target_transform is not None:
+            target = self.target_transform(target)
         return image, target
 
     def close(self) -> None:
@@ -136,31 +142,26 @@ class StreamingTextureDataset(IterableDataset):
     ``batch_size=1`` the loader yields them in index order).
 
     Args:
-        spec: a :class:`DatasetSpec` or a preset name.
+        spec: a :class:`DatasetSpec`, a preset name or a spec ``.json`` file.
         split: split name.
         transform: callable applied to the image tensor ``(1, H, W)``.
         target: ``"label"`` or ``"levels"``.
-        start, stop: index range of the split (default: all of it).
+        start, stop: index range of the split (default: all of it; at least one sample).
+        target_transform: callable applied to the target.
     """
 
     def __init__(self, spec: DatasetSpec | str, split: str,
                  transform: Callable[[torch.Tensor], Any] | None = None,
-                 target: str = "label", start: int = 0, stop: int | None = None):
-        if isinstance(spec, str):
-            from . import presets
+                 target: str = "label", start: int = 0, stop: int | None = None,
+                 target_transform: Callable[[torch.Tensor], Any] | None = None):
+        from .io import resolve_spec
 
-            spec = presets.get(spec)
-        if not isinstance(spec, DatasetSpec):
-            raise TypeError(f"spec: expected a DatasetSpec or a preset name, got "
-                            f"{type(spec).__name__}")
-        n = spec.num_samples(split)
-        stop = n if stop is None else stop
-        for name, v in (("start", start), ("stop", stop)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name}: expected an int, got {v!r}")
-        if not 0 <= start <= stop <= n:
-            raise ValueError(f"start/stop: need 0 <= start <= stop <= {n} for split {split!r},"
-                             f" got start={start}, stop={stop}")
+        spec = resolve_spec(spec, name="spec")
+        start, stop = spec.check_range(split, start, stop)
+        if start == stop:
+            raise ValueError(f"start/stop: the range is empty (start = stop = {start}); a"
+                             " dataset needs at least one sample")
+        self.target_transform = _check_transform(target_transform, "target_transform")
         self._spec_json = spec.to_json(indent=None)
         self._spec: DatasetSpec | None = spec
         self.split = split
@@ -191,9 +192,11 @@ class StreamingTextureDataset(IterableDataset):
             if self.transform is not None:
                 image = self.transform(image)
             if self.target == "label":
-                target = torch.tensor(s.label, dtype=torch.int64)
+                target: Any = torch.tensor(s.label, dtype=torch.int64)
             else:
                 target = torch.tensor(s.level_labels, dtype=torch.int64)
+            if self.target_transform is not None:
+                target = self.target_transform(target)
             yield image, target
 
     def __getstate__(self) -> dict[str, Any]:

@@ -128,7 +128,7 @@ def test_dims_out_of_range_for_input_is_reported_at_forward():
         layer(torch.randn(2, 5, requires_grad=True))
 
 
-@pytest.mark.slow  # ~24 s of inductor compilation on 2 CPU cores
+@pytest.mark.slow  # 24-47 s of inductor compilation on 2 CPU cores
 def test_torch_compile_matches_eager():
     """torch.compile (inductor on CPU) around a net with a Backdrop layer: same values/grads."""
 

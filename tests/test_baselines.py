@@ -87,6 +87,7 @@ def test_run_folder_is_complete_and_scores_what_it_predicts(tmp_path):
     assert again.already_complete and again.test.accuracy == res.test.accuracy
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 @pytest.mark.parametrize("efficient", [False, True])
 def test_same_seed_gives_the_same_weights_and_other_seeds_differ(tmp_path, efficient):
     # p_small 0.99: the efficient path really crops (net.last_plan), it is not the naive step
@@ -102,6 +103,7 @@ def test_same_seed_gives_the_same_weights_and_other_seeds_differ(tmp_path, effic
         assert net.last_plan[0]["cropped"]
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 @pytest.mark.parametrize("efficient", [False, True])
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, efficient):
     cfg = tiny_config(steps=6, efficient=efficient, p={"small": 0.99, "large": 0.5})
@@ -148,6 +150,7 @@ def test_killed_process_resumes_from_its_checkpoint(tmp_path):
     assert same_weights(tmp_path / "ref", tmp_path / "k")
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_entry_from_three_seeds_is_a_valid_leaderboard_entry(tmp_path):
     folders = []
     for seed in range(3):
@@ -257,6 +260,7 @@ def test_cli_errors_name_the_value(tmp_path, capsys):
     assert "[0, 1)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_scan_selects_on_val_and_records_the_curves(tmp_path):
     spec = gt.DatasetSpec(
         name="valtest", version="1", seed=1, splits={"train": 1, "val": 2, "test": 1},
@@ -291,6 +295,7 @@ def test_select_rule_breaks_ties_by_log_loss_then_steps():
     assert (sel["lr"], sel["steps"]) == (1e-2, 10)
 
 
+@pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_jobs_run_in_processes_and_on_dask_with_the_same_results(tmp_path):
     def job(d, seed):
         return {"config": {"dataset": "tiny", "width": 4, "steps": 2, "seed": seed},

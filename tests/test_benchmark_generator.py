@@ -93,6 +93,7 @@ def test_peer_parameter_matching():
     assert bench.gstools_mode_no((64, 64), 2.0) == [54, 54]
 
 
+@pytest.mark.slow  # ~16 s under load: a whole (quick) benchmark run
 def test_run_report_structure_and_files(tmp_path):
     texture = presets.get("tiny").texture
     report = bench.run(quick=True, repeats=2, texture=texture, texture_name="tiny",

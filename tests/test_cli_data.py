@@ -191,19 +191,6 @@ def test_merge_command(tmp_path, tiny_h5, capsys):
     assert code == 2 and "missing shard" in err
 
 
-_SLOW_CHILD = """
-import sys, time
-import gptextures.generation as g
-real = g.render_block
-def slow(*a):
-    time.sleep(0.3)
-    return real(*a)
-g.render_block = slow
-from gptextures.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def _written(partial):
     try:
         with h5py.File(partial, "r", locking=False) as f:
@@ -221,8 +208,9 @@ def test_killed_run_resumes_byte_identical(tmp_path):
     (tmp_path / "spec.json").write_text(spec.to_json())
     out = tmp_path / "out"
     argv = [str(tmp_path / "spec.json"), "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, "generate", *argv], env=env,
+    env = {**_slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.3),
+           "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(_gptextures("generate", *argv), env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = h5io.partial_path(out / "killme.h5")
     deadline = time.monotonic() + 60
@@ -242,8 +230,8 @@ def test_killed_run_resumes_byte_identical(tmp_path):
     with h5io.HDF5Dataset(partial, allow_incomplete=True) as ds:
         done = sum(ds.written(s) for s in ds.splits)
     assert 0 < done < 200
-    res = subprocess.run([sys.executable, "-m", "gptextures", "generate", *argv],
-                         capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(_gptextures("generate", *argv), capture_output=True, text=True,
+                         timeout=120)
     assert res.returncode == 0, res.stderr
     assert "resumed" in res.stdout
     clean = tmp_path / "clean"
@@ -271,3 +259,267 @@ def test_output_piped_into_a_closed_reader_is_not_an_error():
         os.close(w)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---- two runs, signals, workers that outlive their parent --------------------------------
+_SLOW_SITE = """
+import os
+if os.environ.get("GPTEXTURES_TEST_SLOW"):
+    import functools, importlib, time
+    module, name, delay = os.environ["GPTEXTURES_TEST_SLOW"].split(":")
+    m = importlib.import_module(module)
+    real = getattr(m, name)
+
+    @functools.wraps(real)
+    def slow(*a, **k):
+        time.sleep(float(delay))
+        return real(*a, **k)
+
+    setattr(m, name, slow)
+"""
+
+
+def _slow_env(tmp_path, module: str, name: str, delay: float) -> dict[str, str]:
+    """An environment in which every Python process (worker processes too) makes
+    ``module.name`` sleep ``delay`` s per call (a sitecustomize module on PYTHONPATH)."""
+    site = tmp_path / "slow-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_SLOW_SITE)
+    path = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, "GPTEXTURES_TEST_SLOW": f"{module}:{name}:{delay}"}
+
+
+def _gptextures(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "gptextures", *argv]
+
+
+def _descendants(pid: int) -> set[int]:
+    """PIDs of every living process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(p)
+        except OSError:
+            pass
+    return alive
+
+
+def _wait_for(cond, timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _spec_file(tmp_path, name: str, train: int) -> str:
+    from gptextures import DatasetSpec
+
+    spec = DatasetSpec.from_dict({**SPEC.to_dict(), "name": name,
+                                  "splits": {"train": train, "test": 4}})
+    path = tmp_path / f"{name}.json"
+    path.write_text(spec.to_json())
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "hf"])
+def test_a_second_run_on_the_same_output_refuses_and_loses_nothing(tmp_path, capsys, fmt):
+    """Two `generate` runs into one --out: the second refuses at once naming the first's PID,
+    touches nothing, and the first finishes a correct dataset."""
+    spec_json = _spec_file(tmp_path, "twice", 40)
+    out = tmp_path / "out"
+    argv = ["generate", spec_json, "--out", str(out), "--format", fmt, "--no-progress"]
+    if fmt == "hf":
+        argv += ["--rows-per-file", "20"]
+        env = _slow_env(tmp_path, "gptextures.io.hf", "write_file", 0.4)
+        partial = out / "twice-hf.partial"
+    else:
+        env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.4)
+        partial = out / "twice.h5.partial"
+    child = subprocess.Popen(_gptextures(*argv), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(partial.exists, what="the first run's partial output")
+        before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        assert "is being written by another run" in err and f"PID {child.pid}" in err, err
+        assert partial.exists()
+        after = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+        assert set(before) <= set(after)  # nothing of the first run's was deleted
+        assert child.wait(timeout=120) == 0, child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    final = out / ("twice.h5" if fmt == "hdf5" else "twice-hf")
+    code, stdout, err = run(capsys, "verify", str(final), "--samples", "4", "--no-progress")
+    assert code == 0, err
+    assert not (out / (final.name + ".lock")).exists()  # released at the end
+    code, _, err = run(capsys, *argv)  # a later run sees a complete dataset, as it should
+    assert code == 2 and "already exists (a complete" in err
+
+
+def test_sigterm_stops_workers_and_the_run_resumes(tmp_path):
+    """SIGTERM (what batch schedulers send) to a `generate --workers 2`: the workers are
+    stopped, the exit code is 143, the .partial is left and a rerun resumes it exactly."""
+    spec_json = _spec_file(tmp_path, "term", 60)
+    out = tmp_path / "out"
+    argv = ["generate", spec_json, "--out", str(out), "--workers", "2", "--no-progress"]
+    # 0.5 s per block: work enough (~4 s) for the run to start its worker pool
+    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.5)
+    child = subprocess.Popen(_gptextures(*argv), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    partial = out / "term.h5.partial"
+    try:
+        # (the first blocks are rendered in the parent while the pool starts)
+        _wait_for(lambda: _written(partial) >= 8 and len(_descendants(child.pid)) >= 4,
+                  what="workers running and a few written blocks")
+        family = _descendants(child.pid)  # forkserver, 2 workers, the resource tracker
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 143
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "interrupted (SIGTERM)" in child.stderr.read()
+    _wait_for(lambda: not _alive(family), timeout=10, what="the workers to exit")
+    assert partial.exists() and not (out / "term.h5").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["term.h5.partial"]  # no scratch, no lock
+    res = subprocess.run([sys.executable, "-m", "gptextures", *argv], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
+    clean = tmp_path / "clean"
+    assert main(["generate", spec_json, "--out", str(clean), "--no-progress"]) == 0
+    assert_same_file(out / "term.h5", clean / "term.h5")
+
+
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGKILL"])
+def test_workers_exit_when_their_parent_is_gone(tmp_path, sig):
+    """SIGHUP stops a run like SIGTERM (exit code 129); after SIGKILL of the parent (no
+    clean-up possible) its workers notice and exit by themselves."""
+    spec_json = _spec_file(tmp_path, "orphans", 60)
+    out = tmp_path / "out"
+    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.5)
+    child = subprocess.Popen(
+        _gptextures("generate", spec_json, "--out", str(out), "--workers", "2", "--no-progress"),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: _written(out / "orphans.h5.partial") >= 4
+                  and len(_descendants(child.pid)) >= 4, what="workers and written blocks")
+        family = _descendants(child.pid)
+        child.send_signal(getattr(signal, sig))
+        code = child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert code == (129 if sig == "SIGHUP" else -signal.SIGKILL)
+    _wait_for(lambda: not _alive(family), timeout=10, what="the workers to exit")
+    left = sorted(p.name for p in out.iterdir())
+    if sig == "SIGHUP":  # stopped cleanly: only the partial file
+        assert left == ["orphans.h5.partial"]
+    else:  # killed: the scratch file of the workers' blocks may be left; the next run removes it
+        assert set(left) <= {"orphans.h5.partial", "orphans.h5.partial.blocks", "orphans.h5.lock"}
+        assert main(["generate", spec_json, "--out", str(out), "--workers", "2",
+                     "--no-progress"]) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["orphans.h5"]
+
+
+# ---- errors at the command line are one line ---------------------------------------------
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path):
+    """The file size limit (`ulimit -f`) stands in for a full disk: one `error:` line naming
+    the output, the partial file kept, and the same command resumes it."""
+    import resource
+
+    spec_json = _spec_file(tmp_path, "full", 64)  # 272 images of 16 KiB: ~4.3 MiB
+    out = tmp_path / "out"
+    argv = _gptextures("generate", spec_json, "--out", str(out), "--no-progress")
+    limit = 2 * 2**20
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                         preexec_fn=small_files)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("gptextures generate: error: out: cannot write")
+    assert "full.h5" in lines[0] and "File too large" in lines[0]
+    assert "rerun the same command" in lines[0]
+    assert (out / "full.h5.partial").exists() and not (out / "full.h5").exists()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
+    assert main(["verify", str(out / "full.h5"), "--samples", "4", "--no-progress"]) == 0
+
+
+def test_absurd_inputs_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = run(capsys, "generate", str(tmp_path / "deep.json"), "--out", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "nested too deeply" in err
+    huge = {**SPEC.to_dict(), "splits": {"train": 10**15}}
+    (tmp_path / "huge.json").write_text(json.dumps(huge))
+    code, _, err = run(capsys, "generate", str(tmp_path / "huge.json"), "--out",
+                       str(tmp_path / "o"), "--no-progress")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "4000000000000000 images" in err and "PiB on disk" in err and "free" in err
+    assert not any((tmp_path / "o").iterdir())
+    (tmp_path / "dir.json").mkdir()
+    code, _, err = run(capsys, "generate", str(tmp_path / "dir.json"), "--out", str(tmp_path))
+    assert code == 2 and "is a directory; expected a spec .json file" in err
+    code, _, err = run(capsys, "verify", str(tmp_path))
+    assert code == 2 and "is a folder but not a gptextures dataset" in err
+    code, _, err = run(capsys, "evaluate", "--dataset", "tiny", "--predictions", str(tmp_path))
+    assert code == 2 and "is a directory" in err
+
+
+def test_huge_worker_counts_are_capped(tmp_path, capsys, monkeypatch):
+    """--workers far beyond the work (once an OverflowError) runs one worker per Parquet
+    file, warning when that is more than the CPUs; a run too small to repay starting worker
+    processes runs in one process and says so."""
+    from gptextures import generation
+
+    code, out, err = run(capsys, "generate", "tiny", "--out", str(tmp_path / "a"), "--format",
+                         "hf", "--rows-per-file", "8", "--workers", str(10**20), "--no-progress")
+    assert code == 0, err
+    assert "one process: too little work" in out and "warning" not in err
+    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # start a pool for any run
+    code, out, err = run(capsys, "generate", "tiny", "--out", str(tmp_path / "b"), "--format",
+                         "hf", "--rows-per-file", "8", "--workers", str(10**20), "--no-progress")
+    assert code == 0, err
+    assert "4 worker processes" in out  # 4 files
+    assert ("more workers than CPUs" in err) == (generation.cpu_count() < 4)
+    assert main(["verify", str(tmp_path / "b" / "tiny-hf"), "--samples", "2",
+                 "--no-progress"]) == 0
+
+
+def test_an_unreachable_scheduler_is_named(tmp_path, capsys):
+    pytest.importorskip("dask.distributed")
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    code, _, err = run(capsys, "generate", "tiny", "--out", str(tmp_path), "--scheduler",
+                       address, "--no-progress")
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot reach a Dask scheduler at '{address}' within 5 s" in err
+    assert not list(tmp_path.glob("*.partial"))

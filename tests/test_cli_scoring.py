@@ -128,3 +128,36 @@ def test_evaluate_against_a_written_dataset_file(preds, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     ev = Evaluator("tiny")
     assert res["accuracy"] == ev.evaluate(y_true=ev.true_labels(), y_pred=scores).accuracy
+
+
+def test_shipped_leaderboards_show_from_any_directory(tmp_path):
+    """`gptextures leaderboard show NAME` reads the board shipped in the package, whatever the
+    working directory (it was looked up relative to the current directory)."""
+    import subprocess
+    import sys
+
+    from gptextures.leaderboard import shipped_board_path
+
+    for name in presets.names():
+        path = shipped_board_path(name)
+        assert path.is_file() and path.with_suffix(".md").is_file()
+        assert Leaderboard.load(path).fingerprint == presets.get(name).fingerprint
+    res = subprocess.run([sys.executable, "-m", "gptextures", "leaderboard", "show", "tiny"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "likelihood oracle" in res.stdout and presets.get("tiny").fingerprint[:12] in res.stdout
+    with pytest.raises(ValueError, match="not a preset"):
+        shipped_board_path("nope")
+
+
+def test_evaluate_prediction_type_and_bootstrap_cap(tmp_path, capsys):
+    scores = np.random.default_rng(1).dirichlet(np.ones(4), 16)
+    path = write_submission(tmp_path / "pct.csv", "tiny", 100 * scores)
+    assert main(["evaluate", "--predictions", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "percentages" in err and "--prediction-type" in err
+    assert main(["evaluate", "--predictions", str(path), "--prediction-type", "logits",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction_type"] == "scores:logits"
+    assert main(["evaluate", "--predictions", str(path), "--bootstrap", str(10**11)]) == 2
+    assert "bootstrap: expected an int in [0, 100000]" in capsys.readouterr().err

@@ -159,8 +159,10 @@ def test_evaluator_sources(tmp_path):
     path.write_text(spec.to_json())
     for src in (spec, "tiny", path, str(path)):
         assert Evaluator(src).fingerprint == spec.fingerprint
-    with pytest.raises(FileNotFoundError, match="neither a preset"):
+    with pytest.raises(ValueError, match="neither a preset"):  # as every resolver raises
         Evaluator("no-such-preset")
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        Evaluator(tmp_path / "missing.h5")
     with pytest.raises(TypeError, match="dataset"):
         Evaluator(3)
 
@@ -197,11 +199,15 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="at least one sample"):
         ev.evaluate(y_true=y[:0], y_pred=y[:0])
     with pytest.raises(ValueError, match="probabilities must be in"):
+        ev.evaluate(y_true=y, y_pred=np.ones((16, 4)), prediction_type="probabilities")
+    with pytest.raises(ValueError, match="probabilities must be in"):  # the former name
         ev.evaluate(y_true=y, y_pred=np.ones((16, 4)), score_type="probabilities")
-    with pytest.raises(ValueError, match="score_type"):
-        ev.evaluate(y_true=y, y_pred=y, score_type="probs")
-    with pytest.raises(ValueError, match="bootstrap"):
+    with pytest.raises(ValueError, match="prediction_type: expected one of"):
+        ev.evaluate(y_true=y, y_pred=y, prediction_type="probs")
+    with pytest.raises(ValueError, match=r"bootstrap: expected an int in \[0, 100000\]"):
         ev.evaluate(y_true=y, y_pred=y, bootstrap=-1)
+    with pytest.raises(ValueError, match=r"bootstrap: expected an int in \[0, 100000\]"):
+        ev.evaluate(y_true=y, y_pred=y, bootstrap=10**11)
     with pytest.raises(ValueError, match="confidence"):
         ev.evaluate(y_true=y, y_pred=y, confidence=1.5)
     with pytest.raises(TypeError):
@@ -300,3 +306,88 @@ def test_submission_unknown_fingerprint_needs_dataset(tmp_path):
     assert evaluate_submission(path, spec).count == 60
     with pytest.raises(FileNotFoundError):
         evaluate_submission(tmp_path / "nope.json", spec)
+
+
+# ---- scores in other dtypes and units -----------------------------------------------------
+
+def _probabilities(n: int, k: int = 4) -> np.ndarray:
+    p = np.random.default_rng(0).dirichlet(np.ones(k), size=n)
+    assert p.min() > np.finfo(np.float16).smallest_normal  # float16 keeps them normal
+    return p
+
+
+def test_float16_probabilities_are_probabilities():
+    """Probabilities stored as float16 sum to 1 only within float16 rounding; they were read
+    as logits (log-loss 1.95 became 1.41)."""
+    ev = Evaluator("golkar2018-mini")
+    y = ev.true_labels("test")
+    p = _probabilities(len(y))
+    ref = ev.evaluate(y_true=y, y_pred=p)
+    r16 = ev.evaluate(y_true=y, y_pred=p.astype(np.float16))
+    assert r16.prediction_type == "scores:probabilities"
+    # Each value rounds by <= eps/2 relative and so does their sum: after renormalisation a
+    # log-probability moves by <= eps16 (to first order), and so does their mean.
+    assert abs(r16.log_loss - ref.log_loss) <= 1.1 * float(np.finfo(np.float16).eps)
+    assert r16.accuracy == ref.accuracy
+    for name in ev.level_names:  # marginals: sums of the same rounded values, same bound
+        assert abs(r16.level_log_loss[name] - ref.level_log_loss[name]) \
+            <= 1.1 * float(np.finfo(np.float16).eps)
+    mapping = {"small": p[:, :2] / p[:, :2].sum(1, keepdims=True), "large":
+               (p[:, 2:] / p[:, 2:].sum(1, keepdims=True)).astype(np.float16)}
+    assert ev.evaluate(y_true=y, y_pred=mapping).prediction_type == "levels:scores"
+
+
+def test_percent_scores_are_refused_as_ambiguous_until_stated():
+    """Percentages were read as logits (log-loss 31.97): "auto" refuses them and says how to
+    state what they are."""
+    ev = Evaluator("golkar2018-mini")
+    y = ev.true_labels("test")
+    p = _probabilities(len(y))
+    with pytest.raises(ValueError, match=r"sums to about 100 \(percentages\?\).*"
+                                         r"prediction_type='probabilities'.*--prediction-type"):
+        ev.evaluate(y_true=y, y_pred=100 * p)
+    with pytest.raises(ValueError, match=r"probabilities must be in \[0, 1\]"):
+        ev.evaluate(y_true=y, y_pred=100 * p, prediction_type="probabilities")
+    as_logits = ev.evaluate(y_true=y, y_pred=100 * p, prediction_type="logits")
+    assert as_logits.prediction_type == "scores:logits"
+    with pytest.raises(ValueError, match="could be probabilities or logits"):
+        ev.evaluate(y_true=y, y_pred=np.round(p, 2) + 0.01)  # sums 1.01-1.06: not within 1e-4
+    logits = np.log(p)  # negative: unmistakably logits, softmax gives p back
+    r = ev.evaluate(y_true=y, y_pred=logits)
+    assert r.prediction_type == "scores:logits"
+    assert r.log_loss == pytest.approx(ev.evaluate(y_true=y, y_pred=p).log_loss, abs=1e-12)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_a_file_states_its_prediction_type(tmp_path, suffix):
+    ev = Evaluator("golkar2018-mini")
+    p = _probabilities(ev.spec.num_samples("test"))
+    plain = write_submission(tmp_path / f"p{suffix}", "golkar2018-mini", 100 * p)
+    with pytest.raises(ValueError, match="percentages"):
+        evaluate_submission(plain)
+    assert evaluate_submission(plain, prediction_type="logits").prediction_type \
+        == "scores:logits"
+    stated = write_submission(tmp_path / f"s{suffix}", "golkar2018-mini", p,
+                              prediction_type="probabilities")
+    assert read_submission(stated).prediction_type == "probabilities"
+    assert evaluate_submission(stated).prediction_type == "scores:probabilities"
+
+
+def test_utf8_bom_and_other_encodings(tmp_path):
+    """A CSV saved with a byte-order mark (Excel) is read; a non-UTF-8 file is refused naming
+    it; a submission of no predictions is refused when written."""
+    y = Evaluator("tiny").true_labels("test")
+    plain = write_submission(tmp_path / "p.csv", "tiny", y).read_bytes()
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + plain)
+    assert evaluate_submission(tmp_path / "bom.csv").accuracy == 1.0
+    js = write_submission(tmp_path / "p.json", "tiny", y).read_bytes()
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + js)
+    assert evaluate_submission(tmp_path / "bom.json").accuracy == 1.0
+    latin = plain.replace(b"# metadata={}", '# metadata={"m": "caf\xe9"}'.encode("latin-1"))
+    (tmp_path / "latin.csv").write_bytes(latin)
+    with pytest.raises(ValueError, match=r"latin\.csv' is not UTF-8 text .*save it as UTF-8"):
+        evaluate_submission(tmp_path / "latin.csv")
+    with pytest.raises(ValueError, match=r"no predictions \(N = 0\)"):
+        write_submission(tmp_path / "e.json", "tiny", y[:0])
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        read_submission(tmp_path)

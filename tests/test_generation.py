@@ -8,16 +8,16 @@ import pytest
 
 from gptextures import DatasetSpec, Level, TextureSpec, presets
 from gptextures.generation import (
-    block_size,
     generate,
     generate_sharded,
     merge,
     output_paths,
     parse_shard,
-    render_block,
 )
+from gptextures.io import blocks as blocks_mod
 from gptextures.io import hdf5 as h5io
 from gptextures.io import load
+from gptextures.io.hdf5 import block_size, render_block
 
 SPEC = presets.get("tiny")
 
@@ -61,10 +61,20 @@ def test_single_run_summary(single):
     assert d.images.tobytes() == load(ODD, "train").images.tobytes()
 
 
-def test_two_worker_processes_are_byte_identical(tmp_path, single):
+@pytest.mark.parametrize("transport", ["slot", "chunks"])
+def test_two_worker_processes_are_byte_identical(tmp_path, single, monkeypatch, transport):
+    """Workers hand HDF5 blocks back through the mapped scratch file (or, compared in the io
+    benchmark, pickled through the pool's pipes): the same bytes either way."""
+    from gptextures import generation
+    from gptextures.io.hdf5 import writer
+
+    monkeypatch.setattr(writer, "POOL_TRANSPORT", transport)
+    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # a pool even for this small run
     res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
+    assert res.workers == 2
     assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     _same_hf(res.paths["hf"], single.paths["hf"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd-hf", "odd.h5"]  # no scratch
 
 
 def test_shards_then_merge_are_byte_identical(tmp_path, single):
@@ -101,8 +111,7 @@ def test_refuses_complete_output_and_overwrites_on_request(tmp_path):
 
 def test_resume_counts(tmp_path):
     w = h5io.HDF5Writer.open(output_paths(SPEC, tmp_path)["hdf5"], SPEC)
-    images, labels, seeds = render_block(SPEC.to_json(), "train", 0, 6)
-    w.write("train", 0, images, labels, seeds)
+    w.write("train", 0, render_block(SPEC.to_json(), "train", 0, 6))
     w.close()
     res = generate(SPEC, tmp_path)
     assert res.resumed == 6 and res.generated == 26
@@ -171,48 +180,43 @@ def _writer_threads():
 
 
 def test_writer_thread_failure_surfaces_and_the_partial_resumes(tmp_path, monkeypatch):
-    """The writer thread fails in the middle of the 3rd block: generate raises that very
-    exception (with the writer's frames), every earlier block is in the partial file, and a
-    rerun finishes it with the bytes of an uninterrupted run."""
+    """The writer thread fails on the 3rd block: generate raises that very exception (with the
+    writer's frames), rendering stops, every earlier block is in the partial file, and a rerun
+    finishes it with the bytes of an uninterrupted run."""
     import errno
-
-    from gptextures import generation as gen
+    import threading
+    import traceback
 
     clean = generate(SPEC, tmp_path / "clean").paths["hdf5"]
     bs = block_size(SPEC, SPEC.num_samples("train") * 2, 1)
     assert bs == 8  # 4 blocks: train 0-7, 8-15, test 0-7, 8-15
-    real = h5io._write_chunk
+    real = h5io.HDF5Writer.write
     calls = {"n": 0}
+    failed = threading.Event()
 
-    def failing_chunk(*a, **k):
+    def failing_write(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 2 * bs + 2:  # 2nd image of the 3rd block
+        if calls["n"] == 3:
+            failed.set()
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(*a, **k)
-
-    spies = []
-
-    class Spy(gen._WriteBehind):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            spies.append(self)
+        return real(self, *a, **k)
 
     renders = []
-    real_render = gen.render_block
+    real_render = blocks_mod.render_block
 
     def render(*a):
         renders.append(a[1:4])
         if len(renders) == 4:  # the 4th block is rendered only once the writer has failed
-            assert spies[0].failed.wait(30)
+            assert failed.wait(30)
         return real_render(*a)
 
-    monkeypatch.setattr(h5io, "_write_chunk", failing_chunk)
-    monkeypatch.setattr(gen, "_WriteBehind", Spy)
-    monkeypatch.setattr(gen, "render_block", render)
+    monkeypatch.setattr(h5io.HDF5Writer, "write", failing_write)
+    monkeypatch.setattr(blocks_mod, "render_block", render)
     out = tmp_path / "out"
-    with pytest.raises(OSError, match="No space left") as info:
+    with pytest.raises(OSError, match="cannot write .*No space left on device") as info:
         generate(SPEC, out)
-    assert any(e.name == "failing_chunk" for e in info.traceback)  # the original traceback
+    cause = info.value.__cause__  # the writer thread's exception, with its own frames
+    assert any(f.name == "failing_write" for f in traceback.extract_tb(cause.__traceback__))
     assert len(renders) == 4  # rendering stopped at the first block after the failure
     assert not _writer_threads()
     partial = h5io.partial_path(output_paths(SPEC, out)["hdf5"])
@@ -227,10 +231,8 @@ def test_writer_thread_failure_surfaces_and_the_partial_resumes(tmp_path, monkey
 
 
 def test_interrupt_while_rendering_leaves_a_resumable_file(tmp_path, monkeypatch):
-    from gptextures import generation as gen
-
     clean = generate(ODD, tmp_path / "clean").paths["hdf5"]
-    real_render = gen.render_block
+    real_render = blocks_mod.render_block
     calls = {"n": 0}
 
     def render(*a):
@@ -239,7 +241,7 @@ def test_interrupt_while_rendering_leaves_a_resumable_file(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_render(*a)
 
-    monkeypatch.setattr(gen, "render_block", render)
+    monkeypatch.setattr(blocks_mod, "render_block", render)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         generate(ODD, out)

@@ -186,9 +186,10 @@ def test_resume_discards_rows_past_the_counter(tmp_path, tiny_h5):
     smp = [SPEC.sample("train", i) for i in range(4)]
     w.write("train", 0, np.stack([x.image for x in smp]), [x.label for x in smp],
             [x.seed for x in smp])
-    g = w._h5["train"]  # simulate a crash after data were written but before the counter moved
-    g["images"][4:7] = np.ones((3, 64, 64), np.float32)
     w.close()
+    # a crash after data were written but before the counter moved
+    with h5py.File(h5io.partial_path(tmp_path / "t.h5"), "r+") as f:
+        f["train"]["images"][4:7] = np.ones((3, 64, 64), np.float32)
     w = h5io.HDF5Writer.open(tmp_path / "t.h5", SPEC)
     assert w.resumed["train"] == 4 and w.next_index("train") == 4
     w.close()
@@ -246,7 +247,7 @@ def test_not_a_dataset(tmp_path):
     with pytest.raises(FormatError, match="spec_json"):
         read_spec(p)
     (tmp_path / "t.txt").write_text("hello")
-    with pytest.raises(FormatError, match="neither"):
+    with pytest.raises(FormatError, match="not a gptextures dataset"):
         read_spec(tmp_path / "t.txt")
     with pytest.raises(FileNotFoundError):
         read_spec(tmp_path / "missing.h5")
@@ -306,16 +307,6 @@ def test_resume_regenerates_a_corrupted_row_of_the_partial_file(tmp_path, tiny_h
     assert_same_file(_write_all(tmp_path / "t.h5"), tiny_h5)
 
 
-def test_gil_free_and_h5py_chunk_writes_give_the_same_file(tmp_path, tiny_h5, monkeypatch):
-    if h5io._find_libhdf5() is not None:  # h5py's libhdf5 is found: the ctypes path is used
-        assert h5io.gil_free_writes()
-    monkeypatch.setattr(h5io, "_GIL_FREE", False)  # h5py's write_direct_chunk, flush, attrs
-    assert not h5io.gil_free_writes()
-    p = _write_all(tmp_path / "tiny.h5", block=3)
-    assert_same_file(p, tiny_h5)
-    assert h5io.verify(p, samples=2).ok
-
-
 def test_file_bytes_do_not_depend_on_block_size(tmp_path, tiny_h5):
     for block in (1, 7, 16):
         assert_same_file(_write_all(tmp_path / f"b{block}.h5", block=block), tiny_h5)
@@ -326,13 +317,15 @@ def test_file_bytes_do_not_depend_on_block_size(tmp_path, tiny_h5):
 
 
 def test_columns_are_complete_at_creation_and_write_checks_labels_and_seeds(tmp_path):
-    w = h5io.HDF5Writer.open(tmp_path / "c.h5", SPEC)
-    g = w._h5["train"]
+    h5io.HDF5Writer.open(tmp_path / "c.h5", SPEC).close()
     n = SPEC.num_samples("train")
-    assert g["images"].shape == (n, 64, 64) and g["images"].maxshape == (None, 64, 64)
-    assert g["label"][:].tolist() == [SPEC.label_of("train", i) for i in range(n)]
-    assert g["seed"][:].tolist() == [SPEC.seed_of("train", i) for i in range(n)]
-    assert int(g.attrs["written"]) == 0
+    with h5py.File(h5io.partial_path(tmp_path / "c.h5"), "r") as f:
+        g = f["train"]
+        assert g["images"].shape == (n, 64, 64) and g["images"].maxshape == (None, 64, 64)
+        assert g["label"][:].tolist() == [SPEC.label_of("train", i) for i in range(n)]
+        assert g["seed"][:].tolist() == [SPEC.seed_of("train", i) for i in range(n)]
+        assert int(g.attrs["written"]) == 0
+    w = h5io.HDF5Writer.open(tmp_path / "c.h5", SPEC)
     smp = [SPEC.sample("train", i) for i in range(3)]
     images = np.stack([x.image for x in smp])
     labels, seeds = [x.label for x in smp], [x.seed for x in smp]
@@ -357,3 +350,52 @@ def test_columns_are_complete_at_creation_and_write_checks_labels_and_seeds(tmp_
     with h5py.File(partial, "r+") as f:  # rows past the counter do not count
         f["train"]["images"][5] = np.ones((64, 64), np.float32)
     assert h5io.content_digest(partial) == before
+
+
+def test_verify_with_another_fft_backend_compares_within_rounding(tmp_path, monkeypatch):
+    """A file written with one FFT backend verifies on a machine that renders with another:
+    images are compared within float32 rounding and the report names both backends and the
+    largest difference; a wrong image still fails; with the same backend, bytes must match."""
+    from gptextures.fft import backend_name
+    from gptextures.io.verify import image_tolerance
+
+    monkeypatch.setenv("GPTEXTURES_FFT", "scipy")
+    path = generate(SPEC, tmp_path).paths["hdf5"]
+    written = backend_name()
+    same = h5io.verify(path, samples=-1)
+    assert same.ok and same.exact and same.max_difference == 0.0
+    monkeypatch.setenv("GPTEXTURES_FFT", "numpy")
+    rep = h5io.verify(path, samples=-1)
+    assert rep.ok, rep.problems
+    assert not rep.exact and rep.written_with == written
+    assert rep.checked_with == backend_name() and rep.checked_with.startswith("numpy")
+    stored = load(path, "test").images
+    fresh = load("tiny", "test").images  # rendered with numpy now
+    assert rep.max_difference == pytest.approx(float(np.abs(stored - fresh.astype(np.float64))
+                                                     .max()))
+    assert 0 < rep.max_difference <= max(image_tolerance(SPEC, im) for im in fresh)
+    lines = "\n".join(rep.summary())
+    assert f"written with FFT {written}, checked with {rep.checked_with}" in lines
+    assert f"largest difference {rep.max_difference:.3g}" in lines
+    with h5py.File(path, "r+") as f:  # a valid chunk of the wrong image: beyond rounding
+        f["train"]["images"][3] = f["train"]["images"][7]
+    bad = h5io.verify(path, samples=-1)
+    assert [m for m in bad.problems if "index 3" in m and "numpy" in m and "scipy" in m]
+
+
+def test_an_existing_directory_or_other_file_is_not_called_complete(tmp_path):
+    (tmp_path / "tiny.h5").mkdir()
+    with pytest.raises(FileExistsError, match="is a directory that is not a gptextures hdf5"):
+        generate(SPEC, tmp_path)
+    with pytest.raises(FileExistsError, match="is a directory that is not a gptextures hdf5"):
+        generate(SPEC, tmp_path, overwrite=True)  # --overwrite replaces datasets only
+    (tmp_path / "tiny.h5").rmdir()
+    (tmp_path / "tiny.h5").write_text("notes")
+    with pytest.raises(FileExistsError, match="is a file that is not a gptextures hdf5"):
+        generate(SPEC, tmp_path, overwrite=True)
+    assert (tmp_path / "tiny.h5").read_text() == "notes"
+    (tmp_path / "tiny.h5").unlink()
+    other = gptextures.DatasetSpec.from_dict({**SPEC.to_dict(), "seed": 5})
+    generate(other, tmp_path)
+    with pytest.raises(FileExistsError, match=r"a complete hdf5 dataset of another spec \(tiny"):
+        generate(SPEC, tmp_path)

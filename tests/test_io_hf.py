@@ -40,9 +40,16 @@ def hf_cache(tmp_path, monkeypatch):
     return str(tmp_path / "cache")
 
 
+def _cid(spec=SPEC, compression="zstd", rows_per_file=5):
+    return hf.content_id(spec, compression, rows_per_file)
+
+
 def test_layout(folder):
     names = sorted(p.name for p in (folder / "data").iterdir())
-    assert names == [f"{s}-{i:05d}-of-00004.parquet" for s in ("test", "train") for i in range(4)]
+    cid = _cid()
+    assert len(cid) == 12
+    assert names == [f"{s}-{i:05d}-of-00004-{cid}.parquet" for s in ("test", "train")
+                     for i in range(4)]
     assert (folder / "README.md").is_file() and (folder / "gptextures.json").is_file()
     rec = json.loads((folder / "gptextures.json").read_text())
     assert rec["fingerprint"] == SPEC.fingerprint and rec["complete"] is True
@@ -98,7 +105,8 @@ def test_card_front_matter_and_credit(folder):
 def test_row_groups_keep_memory_flat(tmp_path, monkeypatch):
     monkeypatch.setattr(hf, "TARGET_ROW_GROUP_BYTES", 3 * 64 * 64 * 4)
     out = _write(tmp_path / "rg", rows_per_file=16)
-    md = pq.ParquetFile(out / "data" / "train-00000-of-00001.parquet").metadata
+    md = pq.ParquetFile(out / "data" / f"train-00000-of-00001-{_cid(rows_per_file=16)}.parquet"
+                        ).metadata
     assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [3, 3, 3, 3, 3, 1]
     assert load(out, "train").images.tobytes() == load("tiny", "train").images.tobytes()
 
@@ -121,10 +129,11 @@ def test_parquet_write_error_surfaces_and_leaves_no_file(tmp_path, monkeypatch):
     (folder / "data").mkdir(parents=True)
     spec = presets.get("tiny")
     with pytest.raises(OSError, match="disk full"):
-        hf.write_file(spec.to_json(indent=None), str(folder), "train", 0, 1, 0, 16, "none")
+        hf.write_file(spec.to_json(indent=None), str(folder), "train", 0, 1, 0, 16, "none",
+                      "c0ffee")
     assert len(calls) == 2  # stopped at the failure, not after rendering every group
     names = sorted(p.name for p in (folder / "data").iterdir())
-    assert names == ["train-00000-of-00001.parquet.partial"]
+    assert names == ["train-00000-of-00001-c0ffee.parquet.partial"]
 
 
 def test_resume_keeps_finished_files_and_matches(tmp_path, folder):
@@ -155,7 +164,7 @@ def test_verify_and_corruption(tmp_path, folder):
     import shutil
 
     shutil.copytree(folder, bad)
-    victim = bad / "data" / "test-00001-of-00004.parquet"
+    victim = bad / "data" / f"test-00001-of-00004-{_cid()}.parquet"
     raw = bytearray(victim.read_bytes())
     mid = len(raw) // 3
     raw[mid:mid + 16] = bytes(b ^ 0xFF for b in raw[mid:mid + 16])
@@ -171,8 +180,7 @@ def test_shards_merge_byte_identical(tmp_path, folder):
     shards = [_write(hf.default_path(tmp_path, SPEC, (i, 2)), shard=(i, 2), rows_per_file=5)
               for i in range(2)]
     assert sorted(p.name for p in (shards[0] / "data").iterdir()) == [
-        "test-00000-of-00004.parquet", "test-00001-of-00004.parquet",
-        "train-00000-of-00004.parquet", "train-00001-of-00004.parquet"]
+        f"{s}-0000{i}-of-00004-{_cid()}.parquet" for s in ("test", "train") for i in (0, 1)]
     assert not (shards[0] / "README.md").exists()
     out = hf.merge(shards, tmp_path / "merged")
     for p in (folder / "data").iterdir():
@@ -203,3 +211,38 @@ def test_folder_with_one_split_loads(tmp_path, hf_cache):
     assert [d["split"] for d in front["configs"][0]["data_files"]] == ["test"]
     dd = datasets.load_dataset(str(out), cache_dir=hf_cache)
     assert list(dd) == ["test"] and dd["test"].num_rows == 16
+
+
+def test_a_truncated_parquet_file_is_corrupt_data_naming_it(tmp_path, folder):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    victim = bad / "data" / f"test-00002-of-00004-{_cid()}.parquet"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(CorruptDataError, match=r"test-00002-of-00004-.*\.parquet'.*split"
+                                               r" 'test', rows 10\.\.14"):
+        load(bad, "test")
+    assert load(bad, "train").images.shape == (16, 64, 64)  # the other split still reads
+    rep = hf.verify(bad, samples=0)
+    assert [m for m in rep.problems if "index 10..14" in m]
+
+
+def test_load_dataset_never_serves_another_folders_content(tmp_path, hf_cache, monkeypatch):
+    """Two folders of the same name with different content (another FFT backend, another
+    spec) load as themselves in one process: the card names the content, and
+    datasets.load_dataset keys its cache on the card (it served the first folder's images)."""
+    from gptextures.generation import generate
+
+    monkeypatch.setenv("GPTEXTURES_FFT", "scipy")
+    a = generate(SPEC, tmp_path / "a", formats="hf").paths["hf"]
+    monkeypatch.setenv("GPTEXTURES_FFT", "numpy")
+    b = generate(SPEC, tmp_path / "b", formats="hf").paths["hf"]
+    other = type(SPEC).from_dict({**SPEC.to_dict(), "seed": 1})  # same name, other content
+    c = generate(other, tmp_path / "c", formats="hf").paths["hf"]
+    assert a.name == b.name == c.name
+    for folder in (a, b, c):
+        got = datasets.load_dataset(str(folder), cache_dir=hf_cache)["test"]
+        images = got.with_format("numpy")[:]["image"]
+        assert images.tobytes() == load(folder, "test").images.tobytes(), folder
+    assert (a / "README.md").read_text() != (b / "README.md").read_text()

@@ -172,13 +172,11 @@ def test_update_readme(tmp_path):
     assert readme.read_text() == f"{README_END} {README_START}"  # untouched on error
 
 
-def test_committed_leaderboards_are_valid():
-    from pathlib import Path
+def test_shipped_leaderboards_are_valid():
+    from gptextures.leaderboard import SHIPPED_DIR
 
-    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "leaderboards"
-    files = sorted(root.glob("*.json"))
-    if not files:
-        pytest.skip("no committed leaderboards")
+    files = sorted(SHIPPED_DIR.glob("*.json"))
+    assert {f.stem for f in files} == set(presets.names())
     for f in files:
         board = Leaderboard.load(f)
         spec = presets.get(board.dataset["name"])

@@ -233,3 +233,13 @@ def test_spectral_baseline_is_stable_under_float32_rounding():
     p1 = SpectralBaseline(spec).fit(tr, np.arange(4)).predict_proba(te)
     p2 = SpectralBaseline(spec).fit(tr2, np.arange(4)).predict_proba(te2)
     np.testing.assert_allclose(p2, p1, atol=1e-3)
+
+
+def test_an_empty_batch_says_so():
+    from gptextures.spectral_baseline import SpectralBaseline
+
+    spec = presets.get("tiny")
+    empty = np.empty((0, 64, 64), np.float32)
+    with pytest.raises(ValueError, match=r"no training images \(N = 0\)"):
+        SpectralBaseline(spec).fit(empty, np.empty(0, np.int64))
+    assert LikelihoodOracle(spec).predict_proba(empty).shape == (0, 4)  # nothing to predict

@@ -35,6 +35,11 @@ def tiny_plan(tiny_hf: Path):
         yield plan
 
 
+def hf_content(folder: Path) -> str:
+    """The content id a folder's Parquet file names carry (gptextures.io.hf.content_id)."""
+    return json.loads((folder / "gptextures.json").read_text())["content"]
+
+
 # ---- the dataset card --------------------------------------------------------------------
 def test_dataset_card_has_what_the_hub_shows_and_round_trips(tiny_plan) -> None:
     from datasets.info import DatasetInfosDict
@@ -50,8 +55,14 @@ def test_dataset_card_has_what_the_hub_shows_and_round_trips(tiny_plan) -> None:
     assert meta["size_categories"] == ["n<1K"]
     assert "gptextures" in meta["tags"]
     configs = MetadataConfigs.from_dataset_card_data(card.data)
+    from gptextures.io.hf import data_pattern
+
+    files = [u.path_in_repo for u in tiny_plan.files if u.path_in_repo.startswith("data/")]
+    content = files[0].rsplit("-", 1)[1].removesuffix(".parquet")  # the folder's content id
+    assert all(content in f for f in files)
     assert sorted(configs["default"]["data_files"], key=str) == [
-        {"split": "test", "path": "data/test-*"}, {"split": "train", "path": "data/train-*"}]
+        {"split": "test", "path": data_pattern("test", content)},
+        {"split": "train", "path": data_pattern("train", content)}]
     info = DatasetInfosDict.from_dataset_card_data(card.data)["default"]
     assert info.features["label"].names == spec.class_names
     assert info.features["label_small"].names == ["l2", "l3"]
@@ -83,10 +94,13 @@ def test_the_cards_regenerate_command_rewrites_the_parquet_files(tiny_plan, tiny
 
 
 def test_the_folder_card_is_unchanged_by_the_hub_sections(tiny_hf: Path) -> None:
-    from gptextures.io.hf import dataset_card
+    from gptextures.io.hf import data_pattern, dataset_card
 
     local = (tiny_hf / "README.md").read_text()
-    assert local == dataset_card(presets.get("tiny"), splits=["test", "train"])
+    content = json.loads((tiny_hf / "gptextures.json").read_text())["content"]
+    patterns = {s: data_pattern(s, content) for s in ("test", "train")}
+    assert local == dataset_card(presets.get("tiny"), splits=["test", "train"],
+                                 data_files=patterns)
     assert "leaderboard:start" not in local and "path/or/repo" in local
 
 
@@ -94,10 +108,11 @@ def test_plan_lists_card_data_spec_preview_and_board(tiny_plan, tiny_hf: Path) -
     spec = presets.get("tiny")
     paths = [u.path_in_repo for u in tiny_plan.files]
     assert paths[0] == "README.md"
+    parquet = {f["name"] for f in json.loads((tiny_hf / "gptextures.json").read_text())["files"]}
+    assert parquet == {f"data/{s}-00000-of-00001-{hf_content(tiny_hf)}.parquet"
+                       for s in ("test", "train")}
     assert set(paths) == {"README.md", "gptextures.json", "spec.json", "preview.png",
-                          "data/test-00000-of-00001.parquet",
-                          "data/train-00000-of-00001.parquet",
-                          f"leaderboards/{spec.fingerprint}.json"}
+                          *parquet, f"leaderboards/{spec.fingerprint}.json"}
     assert json.loads(tiny_plan.file("spec.json").source) == json.loads(spec.to_json())
     board = Leaderboard.from_dict(json.loads(tiny_plan.file(
         f"leaderboards/{spec.fingerprint}.json").source))
@@ -114,7 +129,8 @@ def test_dry_run_prints_files_and_card_without_token_or_network(tiny_hf: Path, c
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "dry run: nothing is uploaded" in out
-    assert "tag v1.0.0-rc1" in out and "data/train-00000-of-00001.parquet" in out
+    assert "tag v1.0.0-rc1" in out
+    assert f"data/train-00000-of-00001-{hf_content(tiny_hf)}.parquet" in out
     assert "---- README.md (the card) ----" in out and "pretty_name: gptextures tiny" in out
     assert not (tiny_hf.parent / "no-home").exists()
 

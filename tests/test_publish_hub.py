@@ -85,7 +85,7 @@ import numpy as np
 from datasets import load_dataset
 from huggingface_hub import HfFileSystem
 
-repo, rev, out = sys.argv[1:4]
+repo, rev, out, first_test_file = sys.argv[1:5]
 ds = load_dataset(repo, revision=rev)
 arrays = {}
 for split in ds:
@@ -95,7 +95,7 @@ for split in ds:
 np.savez(out + ".npz", **arrays)
 names = {s: ds[s].features["label"].names for s in ds}
 # Range requests: read the last 8 bytes of a Parquet file (its footer length and magic).
-with HfFileSystem().open(f"datasets/{repo}@{rev}/data/test-00000-of-00001.parquet", "rb") as f:
+with HfFileSystem().open(f"datasets/{repo}@{rev}/{first_test_file}", "rb") as f:
     f.seek(-8, 2)
     tail = f.read(8).hex()
 json.dump({"splits": sorted(ds), "names": names, "tail": tail}, open(out + ".json", "w"))
@@ -131,14 +131,17 @@ def test_publish_then_load_dataset_from_the_hub(hub: HubServer, data: dict, env:
     assert files["preview.png"][:8] == b"\x89PNG\r\n\x1a\n"
 
     # Load it back with datasets from the stand-in: splits, class names and bytes.
-    r = subprocess.run([sys.executable, "-c", _LOAD, repo, "v1.0.0", str(tmp_path / "got")],
-                       env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    first = json.loads((data["tiny"] / "gptextures.json").read_text())["files"]
+    first_test = next(f["name"] for f in first if f["split"] == "test")
+    r = subprocess.run([sys.executable, "-c", _LOAD, repo, "v1.0.0", str(tmp_path / "got"),
+                        first_test], env=env, capture_output=True, text=True, timeout=120,
+                       cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads((tmp_path / "got.json").read_text())
     spec = presets.get("tiny")
     assert got["splits"] == ["test", "train"]
     assert got["names"] == {"test": spec.class_names, "train": spec.class_names}
-    parquet = (data["tiny"] / "data/test-00000-of-00001.parquet").read_bytes()
+    parquet = (data["tiny"] / first_test).read_bytes()
     assert bytes.fromhex(got["tail"]) == parquet[-8:]
     arrays = np.load(tmp_path / "got.npz")
     for split in ("train", "test"):

@@ -122,7 +122,7 @@ def test_bad_sample_arguments():
     spec = small_spec()
     with pytest.raises(ValueError, match=r"split: unknown split 'val'.*\['train', 'test'\]"):
         spec.sample("val", 0)
-    with pytest.raises(ValueError, match=r"index: must be in \[0, 7\]"):
+    with pytest.raises(IndexError, match=r"index: must be in \[0, 7\]"):
         spec.sample("train", 8)
     with pytest.raises(ValueError, match=r"class_index: must be in \[0, 3\], got 4"):
         render(spec.texture, 4, seed=0)

@@ -101,3 +101,12 @@ def test_bad_length_scales(value, match):
 def test_unknown_kernel():
     with pytest.raises(ValueError, match="kernel: unknown kernel 'rbf'.*squared_exponential"):
         spectra.check_kernel("rbf")
+
+
+def test_distance_table_matches_the_spectral_densities():
+    """The tabulated distances where k(r) falls to the wrap and padding tolerances are what
+    bisection on the Hankel transform of each spectral density gives."""
+    for (kernel, tol), d in spectra._DISTANCES.items():
+        assert d == pytest.approx(spectra.distance_where_bisection(kernel, tol), rel=1e-10)
+        assert spectra.correlation(kernel, d, 1.0) == pytest.approx(tol, rel=1e-6)
+    assert {k for k, _ in spectra._DISTANCES} == set(spectra.KERNELS)

@@ -40,14 +40,30 @@ def test_texture_dataset_items(h5, ref):
         ds[16]
 
 
+def _open_files(path):
+    """Open descriptors of this process on ``path``."""
+    import os
+
+    fds = os.listdir("/proc/self/fd")
+    found = 0
+    for fd in fds:
+        try:
+            found += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except OSError:
+            pass
+    return found
+
+
 def test_texture_dataset_is_lazy_and_pickles(h5):
     ds = TextureDataset(h5, "train")
-    assert ds._reader is None  # nothing open until the first item
+    assert _open_files(h5) == 0  # nothing open until the first item
     ds[0]
-    assert ds._reader is not None
-    clone = pickle.loads(pickle.dumps(ds))
-    assert clone._reader is None and torch.equal(clone[0][0], ds[0][0])
+    assert _open_files(h5) == 1
+    clone = pickle.loads(pickle.dumps(ds))  # a DataLoader worker's copy opens its own
+    assert torch.equal(clone[0][0], ds[0][0])
     ds.close()
+    clone.close()
+    assert _open_files(h5) == 0
 
 
 def test_dataloader_with_workers_is_bit_exact(h5, ref):
@@ -68,8 +84,12 @@ def test_bad_arguments(h5):
         TextureDataset(h5, "train", transform=3)
     with pytest.raises(FileNotFoundError):
         TextureDataset(h5.parent / "missing.h5", "train")
-    with pytest.raises(ValueError, match="start/stop"):
+    with pytest.raises(IndexError, match="start/stop"):
         StreamingTextureDataset(SPEC, "train", start=5, stop=2)
+    with pytest.raises(ValueError, match=r"the range is empty \(start = stop = 3\)"):
+        StreamingTextureDataset(SPEC, "train", start=3, stop=3)
+    with pytest.raises(TypeError, match="target_transform"):
+        TextureDataset(h5, "train", target_transform="x")
 
 
 def test_streaming_single_process(ref):
@@ -93,3 +113,28 @@ def test_streaming_split_across_workers(ref):
     assert sorted(i for p in parts for i in p) == list(range(16))
     clone = pickle.loads(pickle.dumps(st))  # spawn-started workers receive a pickled copy
     assert torch.equal(next(iter(clone))[0], xs[0][0])
+
+
+@pytest.mark.parametrize("kind", ["hdf5", "hf", "preset", "spec"])
+def test_texture_dataset_reads_every_source(tmp_path, ref, kind):
+    """Any source gptextures.load accepts, the same items; out of range is an IndexError."""
+    if kind == "hf":
+        pytest.importorskip("pyarrow")
+        source = generate(SPEC, tmp_path, formats="hf", rows_per_file=5).paths["hf"]
+    elif kind == "hdf5":
+        source = generate(SPEC, tmp_path).paths["hdf5"]
+    else:
+        source = "tiny" if kind == "preset" else SPEC
+    ds = TextureDataset(source, "test", target="levels",
+                        target_transform=lambda t: t.tolist())
+    assert len(ds) == 16 and ds.class_names == SPEC.class_names
+    for i in (0, 7, 11, 15, 6):  # across files and row groups, back and forth
+        x, y = ds[i]
+        assert torch.equal(x[0], torch.from_numpy(ref["test"].images[i]))
+        assert y == list(ref["test"].level_labels[i])
+    with pytest.raises(IndexError, match=r"\[-16, 15\]"):
+        ds[16]
+    loader = DataLoader(TextureDataset(source, "train"), batch_size=8, num_workers=2)
+    xs, ys = zip(*loader)
+    assert torch.equal(torch.cat(xs)[:, 0], torch.from_numpy(ref["train"].images))
+    assert torch.cat(ys).tolist() == ref["train"].labels.tolist()

@@ -91,14 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.baselines.depth3 " + " ".join(sys.argv[1:]),
     }
     if not args.quick and args.seeds >= 3:
-        from benchmarks.reference import OUT as BOARDS
-        from gptextures.leaderboard import Leaderboard
+        from gptextures.leaderboard import Leaderboard, shipped_board_path
         from gptextures.runs import entry_from_runs
 
-        path = BOARDS / f"{DATASET}.json"
+        path = shipped_board_path(DATASET)
         board = Leaderboard.load(path)
-        for label, runs in report["runs"].items():
-            board.add(entry_from_runs([r["run_dir"] for r in runs], method=f"GPNet {label}",
+        for runs in report["runs"].values():
+            board.add(entry_from_runs([r["run_dir"] for r in runs],
                                       description="depth-3 baseline: lr and steps chosen on val",
                                       notes=report["command"]), replace=True)
         board.save(path)

@@ -187,7 +187,7 @@ def evaluate(net: torch.nn.Module, cfg: TrainConfig, split: gt.io.SplitData,
     """Score a split; returns the result and the class probabilities ``(N, C)``."""
     probs = _probs(predict_logits(net, split.images, cfg.crop_tiles, device, cfg.amp))
     res = Evaluator(cfg.spec).evaluate(y_true=split.labels, y_pred=probs,
-                                       score_type="probabilities")
+                                       prediction_type="probabilities")
     return res, probs
 
 

@@ -392,14 +392,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def render(results: Path, name: str) -> int:
-    """Rewrite ``<name>.md`` and ``.png`` from ``<name>.json`` (no training; timing kept)."""
+def render(results: Path, name: str, leaderboard: bool = False) -> int:
+    """Rewrite ``<name>.md`` and ``.png`` from ``<name>.json`` (no training; timing kept), and
+    with ``leaderboard`` the rows' entries from their run folders."""
     path = results / f"{name}.json"
     if not path.is_file():
         print(f"error: {path} does not exist; run the grid first", file=sys.stderr)
         return 2
     report = json.loads(path.read_text(encoding="utf-8"))
     report["reading"] = _reading(results / f"{name}-reading.md")
+    if leaderboard and not report["quick"]:
+        add_entries(report, presets.get(report["dataset"]["name"]))
     path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (results / f"{name}.md").write_text(markdown(report), encoding="utf-8")
     figure(report, results / f"{name}.png")
@@ -414,15 +417,13 @@ def _reading(path: Path) -> str | None:
 
 def add_entries(report: Mapping[str, Any], spec: Any) -> None:
     """One leaderboard entry per row (mean and std over its seeds) in the shipped board."""
-    from benchmarks.reference import OUT as BOARDS
-    from gptextures.leaderboard import Leaderboard
+    from gptextures.leaderboard import Leaderboard, shipped_board_path
     from gptextures.runs import entry_from_runs
 
-    path = BOARDS / f"{spec.name}.json"
+    path = shipped_board_path(spec.name)
     board = Leaderboard.load(path) if path.is_file() else Leaderboard.for_dataset(spec)
     for row in report["rows"]:
         entry = entry_from_runs(report["run_dirs"][row],
-                                method=f"GPNet {row}" + ("" if "crop" in row else " backdrop"),
                                 description=f"Table 2 row {row} at scale {report['scale']}:"
                                             " lr and steps chosen on val",
                                 notes=f"python -m benchmarks.paper.table2 --scale"
@@ -449,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rescan", action="store_true", help="redo the val scan")
     ap.add_argument("--scan-only", action="store_true", help="stop after the val scan")
     ap.add_argument("--render-only", action="store_true",
-                    help="rewrite the .md and .png from the committed .json (and the reading)")
+                    help="rewrite the .md and .png from the committed .json (and the reading),"
+                         " and the leaderboard entries from the run folders it names")
     ap.add_argument("--efficient", action=argparse.BooleanOptionalAction, default=True,
                     help="compute-saving spatial backdrop for masked rows (default on)")
     ap.add_argument("--naive-check", default="(0.99, 0.94)", metavar="ROW",
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.render_only:
         name = f"table2-{args.scale}" + ("-quick" if args.quick else "")
-        return render(Path(args.results), name)
+        return render(Path(args.results), name, leaderboard=args.leaderboard)
     try:
         report = run(args)
         if args.scan_only:

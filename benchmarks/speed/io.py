@@ -6,6 +6,12 @@ All ratios are measured in the same run, on the same machine, on golkar2018-size
 generation alone vs generation + HDF5, runs round-robin, ``2 * repeats - 1`` rounds, so that
 bursts of load on a shared machine hit both alike).
 
+``gptextures generate golkar2018`` with 1 and with 2 worker processes, end to end (each run a
+fresh process: interpreter start, imports and starting the pool included), runs round-robin
+too, for HDF5 and for the HF folder, in the same run as the machine's own
+1 -> 2 process scaling (the same pure-Python arithmetic or numpy memory streaming alone and in
+two processes at once): the ceiling any 2-process program has here.
+
 Every ``generate`` call writes into a fresh directory, removed after its timing: overwriting a
 complete output (``overwrite=True``) also unlinks the old file inside the call (~86 ms for a
 128 MiB file on the 2-core VM), which is reported separately.
@@ -27,6 +33,8 @@ import multiprocessing
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +46,7 @@ import numpy as np
 import gptextures
 from gptextures import DatasetSpec, presets
 from gptextures.fft import backend_name
-from gptextures.generation import _worker_init, generate, render_block
+from gptextures.generation import generate
 from gptextures.io import hdf5 as h5io
 from gptextures.memory import keep_freed_memory
 
@@ -154,19 +162,36 @@ def machine_scaling(ctx: Any, repeats: int) -> dict[str, float]:
     return out
 
 
-def gen_only(spec: DatasetSpec) -> None:
-    n = spec.num_samples("train")
-    js = spec.to_json(indent=None)
-    for a in range(0, n, 4):
-        render_block(js, "train", a, min(n, a + 4))
+def _init_worker() -> None:
+    """Worker processes as ``gptextures generate`` sets them up (one thread, freed buffers
+    kept)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    keep_freed_memory()
+
+
+_specs: dict[str, DatasetSpec] = {}
+
+
+def render_images(spec_json: str, split: str, start: int, stop: int) -> np.ndarray:
+    """Render a block (in this process or a worker) and return the images."""
+    spec = _specs.get(spec_json) or _specs.setdefault(spec_json, DatasetSpec.from_json(spec_json))
+    return spec.images(split, start, stop)
 
 
 def render_sum(spec_json: str, split: str, start: int, stop: int) -> float:
     """Render a block in a worker and return only a number (no image transfer)."""
-    return float(render_block(spec_json, split, start, stop)[0][:, 0, 0].sum())
+    return float(render_images(spec_json, split, start, stop)[:, 0, 0].sum())
 
 
-def gen_pool(spec: DatasetSpec, pool: cf.ProcessPoolExecutor, fn=render_block) -> None:
+def gen_only(spec: DatasetSpec) -> None:
+    n = spec.num_samples("train")
+    js = spec.to_json(indent=None)
+    for a in range(0, n, 4):
+        render_images(js, "train", a, min(n, a + 4))
+
+
+def gen_pool(spec: DatasetSpec, pool: cf.ProcessPoolExecutor, fn=render_images) -> None:
     n = spec.num_samples("train")
     js = spec.to_json(indent=None)
     futs = [pool.submit(fn, js, "train", a, min(n, a + 4)) for a in range(0, n, 4)]
@@ -191,14 +216,11 @@ def h5_write_ms(images, fletcher32: bool, path: Path) -> float:
     return 1e3 * dt / len(images)
 
 
-def chunk_append_ms(chunks: list[bytes], gil_free: bool, path: Path) -> float:
+def chunk_append_ms(chunks: list[bytes], path: Path) -> float:
     """ms per chunk to append encoded 4 MiB chunks (data + fletcher32) to a new file the way
-    the writer does (``gptextures.io.hdf5._write_chunk``): ctypes ``H5Dwrite_chunk`` with the
-    GIL released, or h5py's ``write_direct_chunk`` (``gil_free=False``)."""
+    the writer does (h5py's ``write_direct_chunk``)."""
     import h5py
 
-    old = h5io._GIL_FREE
-    h5io._GIL_FREE = gil_free
     try:
         n = len(chunks)
         with h5py.File(path, "x", rdcc_nbytes=0) as f:
@@ -206,10 +228,9 @@ def chunk_append_ms(chunks: list[bytes], gil_free: bool, path: Path) -> float:
                                  chunks=(1, 1024, 1024), dtype="f4", fletcher32=True)
             t = time.perf_counter()
             for i, c in enumerate(chunks):
-                h5io._write_chunk(d, i, c)
+                d.id.write_direct_chunk((i, 0, 0), c, 0)
             dt = time.perf_counter() - t
     finally:
-        h5io._GIL_FREE = old
         path.unlink(missing_ok=True)  # at once: the next file reuses these (warm) pages
     return 1e3 * dt / n
 
@@ -257,7 +278,6 @@ def main(argv: list[str] | None = None) -> dict:
 
         from gptextures.io import hf as _hf  # noqa: F401
 
-        res["hdf5_gil_free_writes"] = h5io.gil_free_writes()
         shm = Path("/dev/shm")
         shm_dir = (Path(tempfile.mkdtemp(prefix="gptextures-io-bench-", dir=shm))
                    if shm.is_dir() and os.access(shm, os.W_OK) else None)
@@ -267,39 +287,34 @@ def main(argv: list[str] | None = None) -> dict:
             gen_only(spec)
             return time.perf_counter() - t, time.process_time() - c
 
-        # Time spent in the writer thread's chunk writes, per run: ~1 ms per 4 MiB when the
-        # page cache reuses warm pages, several ms when the VM hands out cold ones.
-        real_write_chunk = h5io._write_chunk
-        chunk_s = [0.0]
+        # Time the writer thread spends per block (encoding, checksums, chunk writes, flushes):
+        # ~2 ms per 4 MiB image when the page cache reuses warm pages, more with cold ones.
+        real_write = h5io.HDF5Writer.write
+        write_s = [0.0]
 
-        def timed_write_chunk(*a: object) -> None:
+        def timed_write(self, *a: object, **k: object) -> None:
             t = time.perf_counter()
-            real_write_chunk(*a)
-            chunk_s[0] += time.perf_counter() - t
+            real_write(self, *a, **k)
+            write_s[0] += time.perf_counter() - t
 
-        runs: dict[str, list[tuple[float, float]]] = {}
+        runs: dict[str, list[float]] = {}
 
-        def h5_into(base: Path, gil_free: bool = True, key: str = ""
-                    ) -> Callable[[], tuple[float, float]]:
+        def h5_into(base: Path, key: str) -> Callable[[], tuple[float, float]]:
             def run() -> tuple[float, float]:
-                old = h5io._GIL_FREE
-                h5io._GIL_FREE = gil_free
-                h5io._write_chunk = timed_write_chunk
-                chunk_s[0] = 0.0
+                h5io.HDF5Writer.write = timed_write
+                write_s[0] = 0.0
                 try:
                     t, c, d = timed_fresh(lambda d: generate(spec, d), base)
                 finally:
-                    h5io._GIL_FREE = old
-                    h5io._write_chunk = real_write_chunk
+                    h5io.HDF5Writer.write = real_write
                 shutil.rmtree(d)  # outside the timing
-                runs.setdefault(key, []).append((t, 1e3 * chunk_s[0] / n))
+                runs.setdefault(key, []).append(1e3 * write_s[0] / n)
                 return t, c
             return run
 
-        fns = {"gen": gen_alone, "h5": h5_into(tmp / "h5runs", key="h5"),
-               "h5_h5py": h5_into(tmp / "h5pyruns", gil_free=False, key="h5_h5py")}
+        fns = {"gen": gen_alone, "h5": h5_into(tmp / "h5runs", "h5")}
         if shm_dir is not None:
-            fns["shm"] = h5_into(shm_dir, key="shm")
+            fns["shm"] = h5_into(shm_dir, "shm")
         try:
             timings = round_robin(fns, 2 * repeats - 1)
         finally:
@@ -307,8 +322,8 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.rmtree(shm_dir, ignore_errors=True)
         (t_gen, c_gen), (t_h5, c_h5) = timings["gen"], timings["h5"]
         for key, v in runs.items():
-            res[f"writer_chunk_ms_per_image_{key}_best_run"] = min(v)[1]
-            res[f"writer_chunk_ms_per_image_{key}_median"] = float(np.median([c for _, c in v]))
+            res[f"writer_ms_per_image_{key}_best_run"] = min(v)
+            res[f"writer_ms_per_image_{key}_median"] = float(np.median(v))
         res["headline_rounds"] = 2 * repeats - 1
         res["generation_s"] = t_gen
         res["generation_cpu_s"] = c_gen
@@ -316,8 +331,6 @@ def main(argv: list[str] | None = None) -> dict:
         res["generation_hdf5_cpu_s"] = c_h5
         res["hdf5_write_overhead"] = t_h5 / t_gen - 1
         res["hdf5_write_overhead_cpu"] = c_h5 / c_gen - 1
-        res["generation_hdf5_h5py_calls_s"] = timings["h5_h5py"][0]
-        res["hdf5_write_overhead_h5py_calls"] = timings["h5_h5py"][0] / t_gen - 1
         if "shm" in timings:
             res["generation_hdf5_tmpfs_s"] = timings["shm"][0]
             res["hdf5_write_overhead_tmpfs"] = timings["shm"][0] / t_gen - 1
@@ -330,16 +343,13 @@ def main(argv: list[str] | None = None) -> dict:
         res["hdf5_write_overhead_overwrite"] = res["generation_hdf5_overwrite_s"] / t_gen - 1
         shutil.rmtree(over)
 
-        imgs = render_block(spec.to_json(indent=None), "train", 0, min(n, 8))[0]
+        imgs = render_images(spec.to_json(indent=None), "train", 0, min(n, 8))
         for fl in (True, False):
             res[f"h5py_write_ms_per_image_fletcher32_{str(fl).lower()}"] = min(
                 h5_write_ms(imgs, fl, fresh_dir(tmp).with_suffix(".h5")) for _ in range(repeats))
         chunks = list(h5io.encode_chunks(imgs).chunks)
-        for gil_free in (True, False):
-            key = "gil_free" if gil_free else "h5py"
-            res[f"chunk_append_ms_{key}"] = min(
-                chunk_append_ms(chunks, gil_free, fresh_dir(tmp).with_suffix(".h5"))
-                for _ in range(repeats))
+        res["chunk_append_ms"] = min(chunk_append_ms(chunks, fresh_dir(tmp).with_suffix(".h5"))
+                                     for _ in range(repeats))
         res["fletcher32_ms_per_image"] = fletcher32_ms(imgs, repeats)
         for q in tmp.glob("run-*.h5"):
             q.unlink()
@@ -347,8 +357,11 @@ def main(argv: list[str] | None = None) -> dict:
         res["generation_images_per_s"] = n / t_gen
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["gptextures.generation"])
-        with cf.ProcessPoolExecutor(2, mp_context=ctx, initializer=_worker_init) as pool:
+        # The forkserver starts once per process, with this preload: what `generate`'s own
+        # pools preload, so that the in-process pools below fork ready workers.
+        ctx.set_forkserver_preload(["gptextures.io.blocks", "gptextures.io.hf",
+                                    "pyarrow.parquet", "pyfftw"])
+        with cf.ProcessPoolExecutor(2, mp_context=ctx, initializer=_init_worker) as pool:
             gen_pool(spec, pool)  # warm: start workers, plans
             gen_pool(spec, pool, render_sum)
             # Round-robin with the one-process run, so that a change of machine speed between
@@ -364,9 +377,97 @@ def main(argv: list[str] | None = None) -> dict:
         res["compute_scaling_1_to_2_workers"] = t_one / t_compute2
         res["machine_scaling_1_to_2"] = machine_scaling(ctx, max(repeats, 5))
 
-        t_h5_2, _ = best_fresh(lambda d: generate(spec, d, workers=2), tmp, repeats)
-        res["generation_hdf5_2_workers_s"] = t_h5_2
-        res["end_to_end_scaling_1_to_2_workers"] = t_h5 / t_h5_2
+        # How HDF5 workers hand blocks back, paired in this process (its pool already warm):
+        # through the mapped scratch file vs pickled through the pool's pipes, on the whole
+        # golkar2018 preset (204 images; the 32 images above with --quick).
+        full = spec if args.quick else presets.get("golkar2018")
+        from gptextures.io.hdf5 import writer as h5writer
+
+        def transport(mode: str) -> Callable[[], tuple[float, float]]:
+            def run() -> tuple[float, float]:
+                h5writer.POOL_TRANSPORT = mode
+                try:
+                    t, c, d = timed_fresh(lambda d: generate(full, d, workers=2), tmp)
+                finally:
+                    h5writer.POOL_TRANSPORT = "slot"
+                shutil.rmtree(d)
+                return t, c
+            return run
+
+        generate(spec, tmp / "warm", workers=2)  # start the pool's forkserver outside the timing
+        shutil.rmtree(tmp / "warm")
+
+        def one_process() -> tuple[float, float]:
+            t, c, d = timed_fresh(lambda d: generate(full, d, workers=1), tmp)
+            shutil.rmtree(d)
+            return t, c
+
+        pairs: dict[str, list[float]] = {"slot": [], "pipe": [], "one": []}
+        fns = {"one": one_process, "slot": transport("slot"), "pipe": transport("chunks")}
+        for _ in range(max(repeats, 5)):
+            for key, fn in fns.items():
+                pairs[key].append(fn()[0])
+        res["hdf5_2_workers_slots_s"] = min(pairs["slot"])
+        res["hdf5_2_workers_pipes_s"] = min(pairs["pipe"])
+        res["hdf5_1_process_warm_s"] = min(pairs["one"])
+        res["hdf5_transport_pipe_over_slot_per_round"] = [
+            b / a for a, b in zip(pairs["slot"], pairs["pipe"])]
+
+        # `gptextures generate golkar2018` end to end (pool start included), 1 vs 2 workers,
+        # paired: each round runs all four once, so every ratio compares runs made seconds
+        # apart. The whole preset (204 images; its HF folder has 5 Parquet files) unless
+        # --quick, which uses the 32 images above.
+        # Each run is the command itself in a fresh process, as a user runs it: interpreter
+        # start, imports and (with workers) starting the pool are all in the time. Besides
+        # golkar2018, HDF5 on 4x as many images of its texture ("large": 800 images, ~3 s of
+        # rendering), a run long enough for `generate` to start its worker pool.
+        large = DatasetSpec(name="io-bench-large", version="1", texture=full.texture,
+                            splits={"train": 50 if args.quick else 200}, seed=1)
+        specs = {"": full, "large_": large}
+        for key, sp in specs.items():
+            (tmp / f"{key}spec.json").write_text(sp.to_json())
+        pools: dict[str, list[bool]] = {}
+
+        def command(key: str, fmt: str, workers: int) -> Callable[[Path], object]:
+            def run(d: Path) -> None:
+                out = subprocess.run([sys.executable, "-m", "gptextures", "generate",
+                                      str(tmp / f"{key}spec.json"), "--out", str(d), "--format",
+                                      fmt, "--workers", str(workers), "--no-progress"],
+                                     check=True, capture_output=True, text=True).stdout
+                if workers > 1:  # did this run start its worker processes?
+                    pools.setdefault(f"{key}{fmt}", []).append(
+                        f"{workers} worker processes" in out)
+            return run
+
+        e2e = {"hdf5_1": command("", "hdf5", 1), "hdf5_2": command("", "hdf5", 2),
+               "hf_1": command("", "hf", 1), "hf_2": command("", "hf", 2),
+               "large_hdf5_1": command("large_", "hdf5", 1),
+               "large_hdf5_2": command("large_", "hdf5", 2)}
+        per_round: dict[str, list[float]] = {k: [] for k in e2e}
+
+        def e2e_run(key: str) -> Callable[[], tuple[float, float]]:
+            def run() -> tuple[float, float]:
+                t, c, d = timed_fresh(e2e[key], tmp)
+                shutil.rmtree(d)
+                per_round[key].append(t)
+                return t, c
+            return run
+
+        rounds = max(repeats, 3)
+        best_e2e = round_robin({k: e2e_run(k) for k in e2e}, rounds)
+        res["end_to_end_rounds"] = rounds
+        res["end_to_end_dataset"] = full.name
+        res["end_to_end_images"] = sum(full.num_samples(s) for s in full.splits)
+        res["end_to_end_large_images"] = large.num_samples("train")
+        for fmt in ("hdf5", "hf", "large_hdf5"):
+            ratios = [a / b for a, b in zip(per_round[f"{fmt}_1"], per_round[f"{fmt}_2"])]
+            res[f"generate_{fmt}_1_worker_s"] = best_e2e[f"{fmt}_1"][0]
+            res[f"generate_{fmt}_2_workers_s"] = best_e2e[f"{fmt}_2"][0]
+            res[f"end_to_end_{fmt}_scaling_1_to_2_workers"] = (best_e2e[f"{fmt}_1"][0]
+                                                               / best_e2e[f"{fmt}_2"][0])
+            res[f"end_to_end_{fmt}_scaling_per_round"] = ratios
+            res[f"end_to_end_{fmt}_pool_started"] = pools.get(fmt, [])
+        res["machine_scaling_1_to_2_after"] = machine_scaling(ctx, max(repeats, 5))
 
         best_fresh(lambda d: generate(spec, d), tmp, 1, keep=tmp / "h5")  # for the loaders
         for comp in ("none", "zstd"):
@@ -424,7 +525,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _scaling_note(r: dict) -> str:
-    """What this run's scaling figures say about the 1.7x target, next to the machine's own."""
+    """What this run's scaling figures say, next to the machine's own."""
     own = r.get("machine_scaling_1_to_2")
     got = r.get("compute_scaling_1_to_2_workers")
     if not own or got is None:
@@ -433,20 +534,30 @@ def _scaling_note(r: dict) -> str:
     text = (f" In this run generation scaled {got:.2f}x (compute only) and the machine itself"
             f" {own['alu']:.2f}x (arithmetic) and {own['memory']:.2f}x (memory streaming).")
     if got >= 1.7:
-        return text + " The compute-only target was met; sending images back was not (row above)."
+        return text + " The compute-only target (1.7x) was met."
     if best_own < 1.7:
         return text + " The machine did not scale 1.7x itself, so the target could not be shown."
     return text + (" The machine scaled better than generation did: the target was missed in"
                    " this run (on this shared VM both vary from run to run).")
 
 
+def _pools(started: list[bool]) -> str:
+    return f"pool started in {sum(started)} of {len(started)} runs"
+
+
+def _spread(v: list[float]) -> str:
+    return f"{min(v):.2f}-{max(v):.2f}, median {float(np.median(v)):.2f}"
+
+
 def render_md(r: dict) -> str:
     ok = lambda cond: "yes" if cond else "**no**"  # noqa: E731
+    own, after = r["machine_scaling_1_to_2"], r["machine_scaling_1_to_2_after"]
     lines = [
         "# I/O speed (golkar2018-size images, 1024x1024 float32)",
         "",
         f"`{r['command']}`: {r['images']} images, best of {r['repeats']} (generation alone vs"
-        f" + HDF5: best of {r['headline_rounds']} round-robin rounds);"
+        f" + HDF5: best of {r['headline_rounds']} round-robin rounds; 1 vs 2 workers end to"
+        f" end: best of {r['end_to_end_rounds']} round-robin rounds);"
         f" {r['cpu_count']} CPUs, FFT `{r['fft_backend']}`, gptextures {r['gptextures']}.",
         f"{r['note'].capitalize()}; load average {_load(r.get('loadavg_start'))} at the start,"
         f" {_load(r.get('loadavg_end'))} at the end.",
@@ -462,32 +573,48 @@ def render_md(r: dict) -> str:
         f"| same, output on tmpfs (/dev/shm: no disk) |"
         f" {100 * r.get('hdf5_write_overhead_tmpfs', float('nan')):.1f}% | <= 25% |"
         f" {ok(r.get('hdf5_write_overhead_tmpfs', 9) <= 0.25)} |",
-        f"| same, HDF5 calls through h5py (GIL held while writing) |"
-        f" {100 * r['hdf5_write_overhead_h5py_calls']:.1f}% | | |",
         f"| same, overwriting the complete file of the previous call (unlinks 128 MiB) |"
         f" {100 * r['hdf5_write_overhead_overwrite']:.1f}% | | |",
-        f"| append one encoded 4 MiB chunk: GIL-free ctypes / h5py `write_direct_chunk` |"
-        f" {r['chunk_append_ms_gil_free']:.2f} / {r['chunk_append_ms_h5py']:.2f} ms"
+        f"| in those runs, writer thread time per image (encode, checksum, chunk write, flush):"
+        f" fastest run / median | {r['writer_ms_per_image_h5_best_run']:.2f} /"
+        f" {r['writer_ms_per_image_h5_median']:.2f} ms"
         f" (generation: {1e3 / r['generation_images_per_s']:.1f} ms per image) | | |",
-        f"| in those runs, writer thread time per 4 MiB chunk write: fastest run / median |"
-        f" {r['writer_chunk_ms_per_image_h5_best_run']:.2f} /"
-        f" {r['writer_chunk_ms_per_image_h5_median']:.2f} ms | | |",
-        f"| fletcher32 of one 4 MiB image (numpy, writer thread) |"
-        f" {r['fletcher32_ms_per_image']:.2f} ms | | |",
+        f"| append one encoded 4 MiB chunk (h5py `write_direct_chunk`) |"
+        f" {r['chunk_append_ms']:.2f} ms | | |",
+        f"| fletcher32 of one 4 MiB image (numpy) | {r['fletcher32_ms_per_image']:.2f} ms | | |",
         f"| plain h5py append (resize, `d[i] = image`), per 4 MiB image: fletcher32 on / off |"
         f" {r['h5py_write_ms_per_image_fletcher32_true']:.1f} /"
         f" {r['h5py_write_ms_per_image_fletcher32_false']:.1f} ms | | |",
+        f"| **`gptextures generate {r['end_to_end_dataset']}` ({r['end_to_end_images']} images),"
+        f" HDF5, 1 -> 2 workers, end to end (paired)** |"
+        f" **{r['end_to_end_hdf5_scaling_1_to_2_workers']:.2f}x** (per round:"
+        f" {_spread(r['end_to_end_hdf5_scaling_per_round'])}; 1 worker"
+        f" {r['generate_hdf5_1_worker_s']:.2f} s; {_pools(r['end_to_end_hdf5_pool_started'])})"
+        f" | >= 1x | {ok(r['end_to_end_hdf5_scaling_1_to_2_workers'] >= 1)} |",
+        f"| **same, HF folder, paired** | **{r['end_to_end_hf_scaling_1_to_2_workers']:.2f}x**"
+        f" (per round: {_spread(r['end_to_end_hf_scaling_per_round'])}; 1 worker"
+        f" {r['generate_hf_1_worker_s']:.2f} s; {_pools(r['end_to_end_hf_pool_started'])}) |"
+        f" >= 1x | {ok(r['end_to_end_hf_scaling_1_to_2_workers'] >= 1)} |",
+        f"| **same, HDF5, {r['end_to_end_large_images']} images of its texture, paired** |"
+        f" **{r['end_to_end_large_hdf5_scaling_1_to_2_workers']:.2f}x** (per round:"
+        f" {_spread(r['end_to_end_large_hdf5_scaling_per_round'])}; 1 worker"
+        f" {r['generate_large_hdf5_1_worker_s']:.2f} s;"
+        f" {_pools(r['end_to_end_large_hdf5_pool_started'])}) | >= 1x |"
+        f" {ok(r['end_to_end_large_hdf5_scaling_1_to_2_workers'] >= 1)} |",
+        f"| **the machine's own 1 -> 2 process scaling, same run: arithmetic / memory"
+        f" streaming** | **{own['alu']:.2f}x / {own['memory']:.2f}x** before,"
+        f" {after['alu']:.2f}x / {after['memory']:.2f}x after the paired rows | | |",
+        f"| HDF5, 2 workers (warm pool, {r['end_to_end_images']} images): blocks through the"
+        f" mapped"
+        f" scratch file / pickled through pipes / 1 process |"
+        f" {r['hdf5_2_workers_slots_s']:.3f} / {r['hdf5_2_workers_pipes_s']:.3f} /"
+        f" {r['hdf5_1_process_warm_s']:.3f} s (pipes over file per round:"
+        f" {_spread(r['hdf5_transport_pipe_over_slot_per_round'])}) | | |",
         f"| generation scaling 1 -> 2 worker processes, compute only (warm pool) |"
         f" {r['compute_scaling_1_to_2_workers']:.2f}x | >= 1.7x |"
         f" {ok(r['compute_scaling_1_to_2_workers'] >= 1.7)} |",
-        f"| the machine's own 1 -> 2 process scaling: arithmetic / memory streaming |"
-        f" {r['machine_scaling_1_to_2']['alu']:.2f}x /"
-        f" {r['machine_scaling_1_to_2']['memory']:.2f}x | | |",
-        f"| same, images sent back to the parent (pickled through pipes) |"
-        f" {r['scaling_1_to_2_workers']:.2f}x | >= 1.7x |"
-        f" {ok(r['scaling_1_to_2_workers'] >= 1.7)} |",
-        f"| generate + HDF5, 1 -> 2 workers end to end (incl. pool start) |"
-        f" {r['end_to_end_scaling_1_to_2_workers']:.2f}x | | |",
+        f"| same, images returned through the pool (pickled through pipes) |"
+        f" {r['scaling_1_to_2_workers']:.2f}x | | |",
         f"| generation + Parquet (no compression), extra time |"
         f" {100 * r['parquet_none_overhead']:.1f}% | | |",
         f"| generation + Parquet (zstd-1, byte-stream-split), extra time |"
@@ -505,10 +632,15 @@ def render_md(r: dict) -> str:
         f"| load_dataset(folder) first call (Arrow cache build) |"
         f" {r['load_dataset_prepare_s']:.2f} s | | |",
         "",
-        "Scaling: the one-process and the two-worker timings run round-robin, so a change of"
-        " machine speed between them does not enter the ratio. The machine's own row runs the"
-        " same work (pure-Python arithmetic; numpy streaming through 32 MiB) alone and in two"
-        " processes at once: no 2-process program can scale better than that here."
+        "Workers, end to end: each round runs the command `gptextures generate` (a fresh"
+        " process: interpreter start, imports and starting the worker pool are in the time) with"
+        " 1 and with 2 worker processes for HDF5 and for the HF folder, one after the other, so"
+        " the ratios compare runs made seconds apart; the machine's own scaling (the same work"
+        " alone and in two processes at once: no 2-process program can scale better here) is"
+        " measured before and after them."
+        " HDF5 workers render, encode and checksum blocks and hand them to the writing process"
+        " through a memory-mapped scratch file (`gptextures.io.slots`), which only stores them;"
+        " HF workers write whole Parquet files."
         + _scaling_note(r),
         "",
         "How it is measured: like `gptextures generate`, this process and the worker processes"
@@ -517,22 +649,17 @@ def render_md(r: dict) -> str:
         " no figure pays page faults the command does not."
         " Every `generate` call writes into a fresh directory that is removed"
         " after its timing. Overwriting a complete output (`overwrite=True`) also unlinks the old"
-        " file inside the call, hence the separate row. The HDF5 writer hands blocks to one"
-        " writer thread whose checksums (numpy) and HDF5 calls (ctypes; h5py's when"
-        f" `hdf5_gil_free_writes` is false; here: {r.get('hdf5_gil_free_writes')}) release the"
-        " GIL, so on a free core writing overlaps with rendering; what remains is the last"
-        " block's write, creating the file, and contention for the GIL, memory bandwidth and"
-        " the cores (the CPU-time row counts both threads).",
+        " file inside the call, hence the separate row. In one process the HDF5 writer hands"
+        " blocks to one writer thread (encoding and checksums in numpy release the GIL; h5py"
+        " holds it while a chunk is written), so on a free core writing overlaps with rendering;"
+        " what remains is the last block's write, creating the file, and contention for the GIL,"
+        " memory bandwidth and the cores (the CPU-time row counts both threads).",
         "",
         "VM context: on this kind of VM the first touch of guest memory pages the guest never"
         " used costs ~10x (appending 4 MiB to a file: 12.9 ms cold vs 1.0 ms once the guest had"
         " touched 16 GiB; overwriting cached pages 0.5 ms; a 4 MiB memcpy 0.1 ms). The repeats"
         " here reuse the page cache of the removed outputs (warm); a fresh VM writing its first"
-        " gigabytes pays the cold cost, which no library can avoid. On this VM freed memory goes"
-        " back to the host (free page reporting, DAMON pageout), so pages that are not reused"
-        " within seconds turn cold again: the writer thread's chunk writes (row above) take"
-        " ~1 ms per 4 MiB in warm runs and several ms in cold ones, and a run whose writes are"
-        " slower than rendering cannot hide them. The best round is reported.",
+        " gigabytes pays the cold cost, which no library can avoid. The best round is reported.",
         "",
     ]
     return "\n".join(lines)

@@ -93,14 +93,6 @@ def register(subparsers: Any) -> None:
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
 def approx_bytes(spec: Any) -> int:
     """Approximate HDF5 size: H*W*4 bytes per image plus 8 bytes per label/level/seed."""
     h, w = spec.texture.size
@@ -108,18 +100,10 @@ def approx_bytes(spec: Any) -> int:
     return n * (h * w * 4 + 8 * (spec.texture.depth + 2))
 
 
-def _source_spec(source: str) -> Any:
-    from ..io import resolve_spec
-
-    p = Path(source)
-    if source.endswith(".json") and not p.exists():
-        raise FileNotFoundError(f"source: spec file {source!r} does not exist")
-    return resolve_spec(source)
-
-
 # ---- handlers -----------------------------------------------------------------------------
 def cmd_presets(args: argparse.Namespace) -> int:
     from .. import presets
+    from ..io.meta import human_bytes
 
     rows = []
     for name in presets.names():
@@ -139,19 +123,21 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for r in rows:
         samples = ", ".join(f"{k} {v}" for k, v in r["samples"].items())
         print(f"{r['name']:<17}{r['version']:<9}{r['size']:<11}{r['depth']:>5}{r['classes']:>8}  "
-              f"{samples:<30}{'~' + _human(r['approx_bytes']):>14}  {r['fingerprint'][:12]}")
+              f"{samples:<30}{'~' + human_bytes(r['approx_bytes']):>14}  {r['fingerprint'][:12]}")
     print("disk size ~ H*W*4 bytes per image + labels (uncompressed HDF5); approximate")
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..generation import generate, parse_shard
+    from ..io import resolve_spec
+    from ..io.meta import human_bytes
     from ..memory import keep_freed_memory
 
     keep_freed_memory()  # this process renders and writes images: reuse their buffers
 
     shard = parse_shard(args.shard)  # bad syntax fails before any work
-    spec = _source_spec(args.source)
+    spec = resolve_spec(args.source)
     try:
         res = generate(
             spec, args.out, formats=args.format, workers=args.workers, shard=shard,
@@ -171,76 +157,45 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if res.resumed:
         print(f"  resumed: {res.resumed} samples were already written")
     print(f"  generated {res.generated} images in {res.seconds:.2f} s"
-          f" ({res.images_per_second:.1f} images/s), {_human(res.bytes)} on disk")
+          f" ({res.images_per_second:.1f} images/s), {human_bytes(res.bytes)} on disk"
+          + (f", {res.workers} worker processes" if res.workers > 1 else ""))
+    if args.workers > 1 and res.workers == 1 and res.generated:
+        print("  one process: too little work to start worker processes (a pool pays for"
+              " runs of more than a few seconds)")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..io import detect_format, resolve_spec
+    from ..io import format_of, resolve_spec
+    from ..io.meta import human_bytes
 
-    p = Path(args.source)
-    spec = _source_spec(args.source) if not p.exists() or p.suffix == ".json" \
-        else resolve_spec(p)
+    spec = resolve_spec(args.source)
     if args.json:
         print(spec.to_json())
         return 0
     print(spec.summary())
+    p = Path(args.source)
     if p.exists() and p.suffix != ".json":
-        fmt = detect_format(p)
-        if fmt == "hdf5":
-            from ..io.hdf5 import HDF5Dataset
-
-            with HDF5Dataset(p, allow_incomplete=True) as ds:
-                a = ds.attrs
-                print(f"file: {p} (HDF5, format {a.get('format_version')}, "
-                      f"{'complete' if ds.complete else 'UNFINISHED'},"
-                      f" {_human(p.stat().st_size)})")
-                if int(a.get("shard_count", 1)) > 1:
-                    print(f"  shard {a.get('shard_index')}/{a.get('shard_count')}")
-                for s in ds.splits:
-                    lo, hi = ds.range(s)
-                    print(f"  {s}: {ds.written(s)} of {hi - lo} samples (indices {lo}..{hi - 1})")
-                print(f"  written by gptextures {a.get('package_version')}, algorithm "
-                      f"{a.get('algorithm_version')}, FFT {a.get('fft_backend')}, "
-                      f"compression {a.get('compression')}")
-        else:
-            rec = json.loads((p / "gptextures.json").read_text())
-            size = sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
-            print(f"folder: {p} (Hugging Face, format {rec.get('format_version')},"
-                  f" {len(rec['files'])} Parquet files, {_human(size)})")
-            counts: dict[str, int] = {}
-            for f in rec["files"]:
-                counts[f["split"]] = counts.get(f["split"], 0) + f["stop"] - f["start"]
-            for s, n in counts.items():
-                print(f"  {s}: {n} samples")
-            print(f"  written by gptextures {rec.get('package_version')}, algorithm "
-                  f"{rec.get('algorithm_version')}, FFT {rec.get('fft_backend')}, "
-                  f"compression {rec.get('compression')}")
+        for line in format_of(p).describe(p):
+            print(line)
     else:
-        print(f"approximate size: ~{_human(approx_bytes(spec))} (HDF5, uncompressed)")
+        print(f"approximate size: ~{human_bytes(approx_bytes(spec))} (HDF5, uncompressed)")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..io import detect_format
+    from ..io import format_of
 
-    fmt = detect_format(args.path)
-    if fmt == "hdf5":
-        from ..io.hdf5 import verify
-    else:
-        from ..io.hf import verify
-    rep = verify(args.path, samples=args.samples, seed=args.seed,
-                 progress=not args.no_progress)
-    counts = ", ".join(f"{s} {n}" for s, n in (rep.counts or {}).items())
-    print(f"{args.path}: fingerprint {rep.fingerprint[:12]}, samples {counts}")
-    print(f"  checked {rep.chunks_checked} {'chunks' if fmt == 'hdf5' else 'files'},"
-          f" regenerated {len(rep.regenerated or [])} images from their seeds")
+    rep = format_of(args.path).verify(args.path, samples=args.samples, seed=args.seed,
+                                      progress=not args.no_progress)
+    for line in rep.summary():
+        print(line)
     if rep.ok:
         print("OK")
         return 0
-    for msg in rep.problems or []:
+    for msg in rep.problems:
         print(f"  PROBLEM: {msg}", file=sys.stderr)
-    print(f"FAILED: {len(rep.problems or [])} problem(s)", file=sys.stderr)
+    print(f"FAILED: {len(rep.problems)} problem(s)", file=sys.stderr)
     return 1
 
 

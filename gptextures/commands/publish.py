@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 
 
 def register_leaderboard_sync(sub: Any, board_path: Callable[[str, str], Path],
-                              default_dir: str) -> None:
+                              default_dir: str | None) -> None:
     """Add ``pull`` and ``push`` to the ``leaderboard`` subcommands.
 
     Args:

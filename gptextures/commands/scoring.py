@@ -11,7 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DIR = "benchmarks/results/leaderboards"
+
+def _shipped_dir() -> str:
+    from ..leaderboard import SHIPPED_DIR
+
+    return str(SHIPPED_DIR)
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +30,13 @@ def register(subparsers: Any) -> None:
                         " whose fingerprint the predictions file names)")
     p.add_argument("--predictions", required=True, metavar="FILE", help="submission file")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
-                   help="bootstrap resamples for percentile confidence intervals (default: 0)")
+                   help="bootstrap resamples for percentile confidence intervals, at most"
+                        " 100000 (default: 0)")
+    p.add_argument("--prediction-type", default="auto",
+                   choices=["auto", "probabilities", "logits"],
+                   help="what float scores are (default: as the file states, else inferred:"
+                        " rows in [0, 1] summing to 1 are probabilities; ambiguous scores are"
+                        " refused)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -37,8 +47,10 @@ def register(subparsers: Any) -> None:
 
     s = sub.add_parser("show", help="print a leaderboard (ranked)")
     s.add_argument("board", metavar="FILE|PRESET",
-                   help=f"leaderboard JSON, or a preset name looked up in --dir ({DEFAULT_DIR})")
-    s.add_argument("--dir", default=DEFAULT_DIR, help="where the committed leaderboards live")
+                   help="leaderboard JSON, or a preset name looked up in --dir (default: the"
+                        " leaderboards shipped with gptextures)")
+    s.add_argument("--dir", default=None, help="where to look up preset names (default: the"
+                                               " shipped leaderboards, gptextures/leaderboards)")
     s.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     s.set_defaults(func=cmd_show)
 
@@ -49,7 +61,8 @@ def register(subparsers: Any) -> None:
                         " recipe's seeds (>= 3; layout: docs/baselines.md), made into one entry")
     a.add_argument("--method", default=None,
                    help="with run folders: the name in the table (default: the runs' config)")
-    a.add_argument("--dir", default=DEFAULT_DIR, help="where the committed leaderboards live")
+    a.add_argument("--dir", default=None, help="where to look up preset names (default: the"
+                                               " shipped leaderboards, gptextures/leaderboards)")
     a.add_argument("--dataset", default=None, metavar="PATH|PRESET",
                    help="create the leaderboard for this dataset if the file does not exist")
     a.add_argument("--replace", action="store_true", help="replace an entry of the same method")
@@ -58,7 +71,8 @@ def register(subparsers: Any) -> None:
     r = sub.add_parser("render", help="write each leaderboard's Markdown and the README section")
     r.add_argument("boards", nargs="*", metavar="FILE",
                    help="leaderboard JSON files (default: every *.json in --dir)")
-    r.add_argument("--dir", default=DEFAULT_DIR, help="where the committed leaderboards live")
+    r.add_argument("--dir", default=None, help="where the leaderboards are (default: the"
+                                               " shipped ones, gptextures/leaderboards)")
     r.add_argument("--readme", default=None, metavar="README.md",
                    help="also rewrite the section between <!-- leaderboard:start --> and"
                         " <!-- leaderboard:end -->")
@@ -66,17 +80,19 @@ def register(subparsers: Any) -> None:
 
     from .publish import register_leaderboard_sync  # pull/push: the Hub (commands/publish.py)
 
-    register_leaderboard_sync(sub, _board_path, DEFAULT_DIR)
+    register_leaderboard_sync(sub, _board_path, None)  # --dir default: the shipped boards
 
 
-def _board_path(board: str, directory: str) -> Path:
+def _board_path(board: str, directory: str | None) -> Path:
     from .. import presets
+    from ..leaderboard import shipped_board_path
 
     p = Path(board)
     if p.suffix == ".json" or p.exists():
         return p
     if board in presets.names():
-        return Path(directory) / f"{board}.json"
+        return shipped_board_path(board) if directory is None \
+            else Path(directory) / f"{board}.json"
     raise FileNotFoundError(
         f"board: {board!r} is neither a leaderboard file nor a preset"
         f" ({', '.join(presets.names())})"
@@ -87,7 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_submission
 
     result = evaluate_submission(args.predictions, args.dataset, bootstrap=args.bootstrap,
-                                 confidence=args.confidence, seed=args.seed)
+                                 confidence=args.confidence, seed=args.seed,
+                                 prediction_type=args.prediction_type)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -106,6 +123,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     from .. import presets
     from ..evaluation import resolve_dataset
+    from ..io.meta import parse_json, read_text
     from ..leaderboard import Leaderboard
 
     path = _board_path(args.board, args.dir)
@@ -126,12 +144,9 @@ def cmd_add(args: argparse.Namespace) -> int:
         where = f"runs {', '.join(map(str, paths))}"
     elif len(paths) == 1:
         entry_path = paths[0]
-        if not entry_path.is_file():
+        if not entry_path.exists():
             raise FileNotFoundError(f"entry: no such file or run folder {str(entry_path)!r}")
-        try:
-            entry = json.loads(entry_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"entry: {str(entry_path)!r} is not valid JSON ({exc})") from None
+        entry = parse_json(read_text(entry_path, "entry"), entry_path, "entry")
         where = f"entry {str(entry_path)!r}"
     else:
         raise ValueError("entry: give one entry JSON file, or run folders only (the seeds of one"
@@ -147,9 +162,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .. import presets
     from ..leaderboard import Leaderboard, update_readme
 
-    paths = [Path(b) for b in args.boards] or sorted(Path(args.dir).glob("*.json"))
+    directory = args.dir or _shipped_dir()
+    paths = [Path(b) for b in args.boards] or sorted(Path(directory).glob("*.json"))
     if not paths:
-        raise FileNotFoundError(f"boards: no leaderboard JSON files in {args.dir!r}")
+        raise FileNotFoundError(f"boards: no leaderboard JSON files in {directory!r}")
     order = {n: i for i, n in enumerate(presets.names())}
     boards = sorted(((p, Leaderboard.load(p)) for p in paths),
                     key=lambda pb: (order.get(pb[1].dataset["name"], len(order)),

@@ -1,30 +1,43 @@
-"""File formats: HDF5 (``hdf5``) and Hugging Face Datasets (``hf``), and loading from either.
+"""File formats behind one interface, and loading from any source.
 
-``read_spec(path)`` and ``load(path, split)`` accept either format (detected from the path);
-``gptextures.io.hdf5`` and ``gptextures.io.hf`` hold the writers and readers. The layouts are
-documented in docs/formats.md.
+``read_spec(path)``, ``load(source, split)`` and ``open_source(source)`` accept any dataset
+file or folder (the format is detected from the path), a preset name, a spec JSON file or a
+:class:`~gptextures.DatasetSpec`. Formats are registered in :mod:`gptextures.io.formats`
+(``hdf5``: :mod:`gptextures.io.hdf5`, ``hf``: :mod:`gptextures.io.hf`); the layouts are
+documented in docs/formats.md. Nothing here imports h5py or pyarrow until a format is used.
 """
 
-from .loading import SplitData, generate_split, load, read_spec, resolve_spec
+from .formats import FORMATS, Format, Reader, check_formats, detect_format, format_of, get_format
+from .loading import SpecSource, generate_split, load, open_source, read_spec, resolve_spec
+from .lock import OutputBusyError
 from .meta import (
     FORMAT_VERSION,
-    FORMATS,
     CorruptDataError,
     FingerprintMismatchError,
     FormatError,
-    detect_format,
 )
+from .split_data import SplitData
+from .verify import VerifyReport
 
 __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
     "CorruptDataError",
     "FingerprintMismatchError",
+    "Format",
     "FormatError",
+    "OutputBusyError",
+    "Reader",
+    "SpecSource",
     "SplitData",
+    "VerifyReport",
+    "check_formats",
     "detect_format",
+    "format_of",
     "generate_split",
+    "get_format",
     "load",
+    "open_source",
     "read_spec",
     "resolve_spec",
 ]

@@ -1,134 +1,132 @@
-"""One entry point for every source: ``read_spec(path)`` and ``load(path, split)``.
+"""One entry point for every source: ``resolve_spec``, ``read_spec``, ``open_source``, ``load``.
 
-A source is an HDF5 file, a gptextures Hugging Face folder, or a preset name / spec JSON file
-(generated in memory: fine for small datasets).
+A source is a dataset file or folder (any registered format), a preset name, a spec ``.json``
+file or a :class:`DatasetSpec` (the last three are generated on the fly, image by image).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..spec import DatasetSpec
-from .meta import detect_format
+from .formats import Reader, format_of
+from .meta import check_memory
+from .split_data import SplitData
+
+Source = str | os.PathLike[str] | DatasetSpec
 
 
-@dataclass(frozen=True)
-class SplitData:
-    """A whole split in memory.
+def resolve_spec(source: Source, name: str = "source") -> DatasetSpec:
+    """The spec of any source: a :class:`DatasetSpec`, a preset name, a spec ``.json`` file or
+    a dataset file/folder. The one resolver of the package: the evaluator, the loaders and the
+    command line all use it, so a typo gets the same error everywhere.
 
-    Attributes:
-        images: float32 ``(N, H, W)``.
-        labels: int64 ``(N,)`` class indices.
-        level_labels: int64 ``(N, depth)`` per-level labels (level order of the spec).
-        seeds: int64 ``(N,)`` per-sample seeds.
-        indices: int64 ``(N,)`` global sample indices in the split.
-        spec: the dataset's spec.
-        split: the split name.
+    Args:
+        name: the parameter name used in error messages.
+    Raises:
+        TypeError: not a spec, a string or a path.
+        ValueError: a name that is not a preset (no path separator, no suffix), or an invalid
+            spec.
+        FileNotFoundError: a path (a separator or a suffix) that does not exist.
+        IsADirectoryError: a ``.json`` path that is a directory.
+        FormatError: a path that is not a gptextures dataset.
     """
-
-    images: np.ndarray
-    labels: np.ndarray
-    level_labels: np.ndarray
-    seeds: np.ndarray
-    indices: np.ndarray
-    spec: DatasetSpec
-    split: str
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.spec.class_names
-
-
-def resolve_spec(source: str | os.PathLike[str] | DatasetSpec) -> DatasetSpec:
-    """A spec from a :class:`DatasetSpec`, a preset name, a spec ``.json`` file or a dataset."""
     if isinstance(source, DatasetSpec):
         return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a DatasetSpec, a preset name or a path, got"
+                        f" {type(source).__name__}")
     from .. import presets
 
     text = os.fspath(source)
     if text in presets.names():
         return presets.get(text)
     p = Path(text)
-    if p.is_file() and p.suffix == ".json":
-        return DatasetSpec.from_json(p.read_text())
+    if p.suffix == ".json":
+        if p.is_dir():
+            raise IsADirectoryError(f"{name}: {text!r} is a directory; expected a spec .json"
+                                    " file")
+        if not p.exists():
+            raise FileNotFoundError(f"{name}: spec file {text!r} does not exist")
+        try:
+            data = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}: {text!r} is not UTF-8 text ({exc})") from None
+        return DatasetSpec.from_json(data)
     if p.exists():
-        return read_spec(p)
-    raise ValueError(
-        f"source: {text!r} is neither a preset ({', '.join(presets.names())}), a spec .json file,"
-        " nor an existing dataset file/folder"
-    )
+        return format_of(p).read_spec(p)
+    message = (f"{name}: {text!r} is neither a preset ({', '.join(presets.names())}) nor an"
+               " existing spec .json file or dataset file/folder")
+    if os.sep in text or (os.altsep and os.altsep in text) or p.suffix:
+        raise FileNotFoundError(message)  # a path
+    raise ValueError(message)  # a name: an unknown preset
 
 
 def read_spec(path: str | os.PathLike[str]) -> DatasetSpec:
-    """The :class:`DatasetSpec` stored in an HDF5 file or a gptextures Hugging Face folder.
+    """The :class:`DatasetSpec` stored in a dataset file or folder of any format.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         FormatError: ``path`` is not a gptextures dataset.
     """
-    fmt = detect_format(path)
-    if fmt == "hdf5":
-        from .hdf5 import read_spec as _read
-
-        return _read(path)
-    from .hf import read_spec as _read_hf
-
-    return _read_hf(path)
+    return format_of(path).read_spec(path)
 
 
-def load(source: str | os.PathLike[str] | DatasetSpec, split: str) -> SplitData:
+class SpecSource(Reader):
+    """A spec as a :class:`Reader`: every split in full, each image rendered when asked."""
+
+    def __init__(self, spec: DatasetSpec):
+        self.spec = spec
+        self.path = Path(spec.name)
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.spec.splits)
+
+    def range(self, split: str) -> tuple[int, int]:
+        return 0, self.spec.num_samples(self.check_split(split))
+
+    def num_samples(self, split: str) -> int:
+        return self.spec.num_samples(self.check_split(split))
+
+    def images(self, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self.spec.images(self.check_split(split), start, stop)
+
+
+def open_source(source: Source) -> Reader:
+    """A :class:`Reader` over any source: a dataset file or folder (read), or a preset, spec
+    ``.json`` or :class:`DatasetSpec` (rendered on the fly)."""
+    if not isinstance(source, DatasetSpec):
+        p = Path(os.fspath(source))
+        if p.exists() and p.suffix != ".json":
+            return format_of(p).open_reader(p)
+    return SpecSource(resolve_spec(source))
+
+
+def load(source: Source, split: str) -> SplitData:
     """Load a whole split into memory.
 
     Args:
-        source: an HDF5 file, a gptextures HF folder, a preset name, a spec JSON path or a
+        source: a dataset file or folder, a preset name, a spec JSON path or a
             :class:`DatasetSpec` (the last three are generated in memory).
-        split: split name, e.g. ``"train"``.
+        split: split name, e.g. ``"test"``.
     Returns:
         :class:`SplitData` with ``images`` float32 ``(N, H, W)`` and labels.
+    Raises:
+        MemoryError: the split cannot fit in this machine's memory (refused up front).
     """
-    p = Path(os.fspath(source)) if not isinstance(source, DatasetSpec) else None
-    if p is not None and p.exists() and not (p.is_file() and p.suffix == ".json"):
-        fmt = detect_format(p)
-        if fmt == "hdf5":
-            from .hdf5 import HDF5Dataset
-
-            with HDF5Dataset(p) as ds:
-                if split not in ds.splits:
-                    raise ValueError(f"split: {split!r} is not in {str(p)!r}; it has {ds.splits}")
-                return SplitData(
-                    images=ds.images(split), labels=ds.labels(split),
-                    level_labels=ds.level_labels(split), seeds=ds.seeds(split),
-                    indices=ds.indices(split), spec=ds.spec, split=split,
-                )
-        from .hf import load_split
-
-        return load_split(p, split)
-    spec = resolve_spec(source)
-    return generate_split(spec, split)
+    with open_source(source) as reader:
+        reader.check_split(split)
+        h, w = reader.spec.texture.size
+        check_memory(reader.num_samples(split) * h * w * 4,
+                     f"split {split!r} of {reader.spec.name} ({reader.num_samples(split)}"
+                     f" images of {h}x{w} float32)")
+        return reader.read_split(split)
 
 
 def generate_split(spec: DatasetSpec, split: str) -> SplitData:
     """Generate a whole split in memory (one process)."""
-    n = spec.num_samples(split)
-    h, w = spec.texture.size
-    images = np.empty((n, h, w), dtype=np.float32)
-    seeds = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        s = spec.sample(split, i)
-        images[i] = s.image
-        seeds[i] = s.seed
-    labels = np.arange(n, dtype=np.int64) % spec.num_classes
-    from .. import labels as _labels
-
-    return SplitData(
-        images=images, labels=labels,
-        level_labels=_labels.decode_array(labels, spec.texture.radices), seeds=seeds,
-        indices=np.arange(n, dtype=np.int64), spec=spec, split=split,
-    )
+    return load(spec, split)

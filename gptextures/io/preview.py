@@ -26,42 +26,26 @@ def class_examples(source: str | os.PathLike[str] | DatasetSpec, split: str | No
     Returns:
         ``(spec, split, images)`` with ``images`` float32 ``(num_classes, k, H, W)``.
     """
-    from .loading import resolve_spec
-    from .meta import detect_format
+    from .loading import open_source
 
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"per_class: expected an int >= 1, got {per_class!r}")
-    spec = resolve_spec(source)
-    split = next(iter(spec.splits)) if split is None else spec.check_split(split)
-    c = spec.num_classes
-    k = min(per_class, spec.splits[split])
-    idx = [[col * c + cls for col in range(k)] for cls in range(c)]  # interleaved order
-    p = None if isinstance(source, DatasetSpec) else Path(os.fspath(source))
-    fmt = detect_format(p) if p is not None and p.exists() and p.suffix != ".json" else None
-    h, w = spec.texture.size
-    out = np.empty((c, k, h, w), dtype=np.float32)
-    if fmt == "hdf5":
-        from .hdf5 import HDF5Dataset
-
-        with HDF5Dataset(p) as ds:
-            lo, hi = ds.range(split)
-            for cls in range(c):
-                for j, i in enumerate(idx[cls]):
-                    if not lo <= i < hi:
-                        raise ValueError(f"source: {str(p)!r} (a shard) does not hold index {i}")
-                    out[cls, j] = ds.image(split, i - lo)
-    elif fmt == "hf":
-        from .hf import load_split
-
-        data = load_split(p, split)
-        pos = {int(i): r for r, i in enumerate(data.indices)}
+    with open_source(source) as reader:
+        spec = reader.spec
+        split = reader.splits[0] if split is None else reader.check_split(split)
+        c = spec.num_classes
+        k = min(per_class, spec.splits[split])
+        lo, _ = reader.range(split)
+        n = reader.num_samples(split)
+        h, w = spec.texture.size
+        out = np.empty((c, k, h, w), dtype=np.float32)
         for cls in range(c):
-            for j, i in enumerate(idx[cls]):
-                out[cls, j] = data.images[pos[i]]
-    else:
-        for cls in range(c):
-            for j, i in enumerate(idx[cls]):
-                out[cls, j] = spec.sample(split, i).image
+            for j in range(k):
+                i = j * c + cls  # interleaved order: sample i has class i % c
+                if not lo <= i < lo + n:
+                    raise ValueError(f"source: {str(reader.path)!r} (a shard) does not hold"
+                                     f" index {i} of split {split!r}")
+                out[cls, j] = reader.image(split, i - lo)
     return spec, split, out
 
 

@@ -98,27 +98,6 @@ def windows(spec: DatasetSpec, panel_px: int) -> tuple[dict[str, Window], Window
     return level_windows, crop
 
 
-def _first_rows(folder: Path, split: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images, seeds and indices of rows ``0..n-1`` of a split of an HF folder (only those are
-    read: the first row group of the split's first Parquet file)."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    rec = json.loads((folder / "gptextures.json").read_text())
-    files = [f for f in rec["files"] if f["split"] == split and f["start"] == 0]
-    if not files:
-        raise ValueError(f"split: {str(folder)!r} holds no rows of split {split!r} from index 0")
-    batch = next(pq.ParquetFile(folder / files[0]["name"]).iter_batches(
-        batch_size=n, columns=["image", "seed", "index"]))
-    images = batch.column(0)
-    storage = images.storage if hasattr(images, "storage") else images
-    flat = storage.flatten().flatten().to_numpy(zero_copy_only=False)
-    k = batch.num_rows
-    return (flat.astype(np.float32).reshape(k, -1), batch.column(1).to_numpy(),
-            batch.column(2).to_numpy())
-
-
 def scale_panels(source: Any, split: str | None = None, *, panel_px: int = 192) -> ScalePanels:
     """The data of the preview: per class its first image of ``split`` and its level fields.
 
@@ -129,36 +108,24 @@ def scale_panels(source: Any, split: str | None = None, *, panel_px: int = 192) 
         panel_px: width of one panel in display pixels (sets the windows, see :func:`windows`).
     """
     from ..textures import render_components
-    from .loading import resolve_spec
-    from .meta import detect_format
+    from .loading import open_source
 
     if isinstance(panel_px, bool) or not isinstance(panel_px, int) or panel_px < 16:
         raise ValueError(f"panel_px: expected an int >= 16, got {panel_px!r}")
-    spec = resolve_spec(source)
-    if split is None:
-        split = "train" if "train" in spec.splits else next(iter(spec.splits))
-    spec.check_split(split)
-    c = spec.num_classes
-    if spec.num_samples(split) < c:
-        raise ValueError(f"split: {split!r} has {spec.num_samples(split)} images, fewer than the"
-                         f" {c} classes")
-    h, w = spec.texture.size
-    p = None if isinstance(source, DatasetSpec) else Path(os.fspath(source))
-    fmt = detect_format(p) if p is not None and p.exists() and p.suffix != ".json" else None
-    if fmt == "hf":
-        flat, seeds, idx = _first_rows(p, split, c)
-        images = flat.reshape(-1, h, w)
-        if list(idx) != list(range(c)):
-            raise ValueError(f"source: {str(p)!r} does not start split {split!r} at index 0")
-    elif fmt == "hdf5":
-        from .loading import load
-
-        data = load(p, split)
-        images, seeds = data.images[:c], data.seeds[:c]
-    else:
-        samples = [spec.sample(split, i) for i in range(c)]
-        images = np.stack([s.image for s in samples])
-        seeds = np.array([s.seed for s in samples])
+    with open_source(source) as reader:  # any format, or a spec (images rendered)
+        spec = reader.spec
+        if split is None:
+            split = "train" if "train" in reader.splits else reader.splits[0]
+        reader.check_split(split)
+        c = spec.num_classes
+        if spec.num_samples(split) < c:
+            raise ValueError(f"split: {split!r} has {spec.num_samples(split)} images, fewer than"
+                             f" the {c} classes")
+        if reader.range(split)[0] != 0 or reader.num_samples(split) < c:
+            raise ValueError(f"source: {str(reader.path)!r} does not hold the first {c} samples"
+                             f" of split {split!r} (a shard?)")
+        images = reader.images(split, 0, c)  # only these rows are read
+        seeds = reader.seeds(split)[:c]
     level_windows, crop = windows(spec, panel_px)
     rows = []
     for i in range(c):  # sample i of a split has class i % num_classes
