@@ -313,7 +313,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runs_dir = Path(args.runs or f"runs/{name}")
     rows = row_configs(scale, efficient=args.efficient, device=args.device)
     scan_path = out / f"table2-{args.scale}-scan.json"
-    scan = None if args.rescan else load_scan(scan_path, spec.fingerprint, scale)
+    scan = None
+    if not args.rescan:  # this run's results folder first, then the committed scan
+        for path in dict.fromkeys([scan_path, RESULTS / scan_path.name]):
+            scan = scan or load_scan(path, spec.fingerprint, scale)
     timing: dict[str, Any] = {"workers": args.jobs, "threads": threads_per_job(args.jobs),
                               "load_start": _load(), "scan_wall_s": None}
     if scan is None and args.quick:
