@@ -108,8 +108,9 @@ class Run:
         return int(self.config["seed"])
 
     def recipe(self) -> dict[str, Any]:
-        """The config without the seed: runs with equal recipes are seeds of one entry."""
-        return {k: v for k, v in self.config.items() if k != "seed"}
+        """The config without the seed and the evaluation settings: runs with equal recipes are
+        seeds of one entry."""
+        return {k: v for k, v in self.config.items() if k not in ("seed", "evaluation")}
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -150,15 +151,14 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     return Run(folder, config, run, spec, evaluation, weights[0])
 
 
-def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, Mapping) and isinstance(vb, Mapping):
-            out += _differences(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} vs {vb!r}")
-    return out
+def differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every leaf where two configs differ."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[tuple[str, Any, Any]] = []
+        for k in sorted(set(a) | set(b)):
+            out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
 def entry_from_runs(runs: Sequence[Run | str | os.PathLike[str]], *, method: str | None = None,
@@ -166,23 +166,26 @@ def entry_from_runs(runs: Sequence[Run | str | os.PathLike[str]], *, method: str
     """A leaderboard entry (mean and std over seeds) from the run folders of one recipe.
 
     Args:
-        runs: run folders (or loaded :class:`Run`) that differ only in their seed (>= 3).
+        runs: run folders (or loaded :class:`Run`) that differ only in their seed (at least
+            ``leaderboard.MIN_SEEDS`` = 3).
         method: the name shown in the table (default: the config's ``method``).
         description, notes: free text for the entry.
     Raises:
         ValueError: runs of different recipes (the differing keys are named), repeated seeds.
     """
-    from .leaderboard import make_entry
+    from .leaderboard import MIN_SEEDS, make_entry
 
+    if len(runs) < MIN_SEEDS:
+        raise ValueError(f"runs: a leaderboard entry needs the run folders of at least {MIN_SEEDS}"
+                         f" seeds of one recipe, got {len(runs)}; train more seeds (--seed)")
     loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
-    if not loaded:
-        raise ValueError("runs: need at least one run folder")
     first = loaded[0]
     for r in loaded[1:]:
-        diff = _differences(first.recipe(), r.recipe())
+        diff = differences(first.recipe(), r.recipe())
         if diff:
             raise ValueError(f"runs: {str(r.path)!r} is not a seed of the same recipe as"
-                             f" {str(first.path)!r}: " + "; ".join(diff[:5]))
+                             f" {str(first.path)!r}: "
+                             + "; ".join(f"{k}: {a!r} vs {b!r}" for k, a, b in diff[:5]))
     seeds = [r.seed for r in loaded]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs: repeated seeds {sorted(seeds)}; each seed counts once")

@@ -121,6 +121,52 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, efficient):
     assert [r.split(",")[:2] for r in a] == [r.split(",")[:2] for r in b]
 
 
+@pytest.mark.slow  # 5-10 s
+def test_signal_mid_step_stops_at_the_step_boundary_and_resumes_exactly(tmp_path, monkeypatch):
+    """SIGINT or SIGTERM arriving inside a forward pass: the step finishes, its checkpoint is
+    written, the run stops; the rerun ends with the weights of an uninterrupted run."""
+    import benchmarks.baselines.train as train_mod
+
+    cfg = tiny_config(steps=6)
+    train(cfg, tmp_path / "whole", progress=False)
+    real = train_mod.build_model
+
+    for signum, expected in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)):
+        calls = []
+
+        def with_hook(c, generator=None, signum=signum, calls=calls):
+            net = real(c, generator)
+
+            def hook(module, inputs, output):
+                calls.append(1)
+                if len(calls) == 3:  # inside the third training step's forward
+                    os.kill(os.getpid(), signum)
+            net.register_forward_hook(hook)
+            return net
+
+        monkeypatch.setattr(train_mod, "build_model", with_hook)
+        run = tmp_path / f"sig{signum}"
+        with pytest.raises(expected) as info:
+            train(cfg, run, progress=False)
+        if expected is SystemExit:
+            assert info.value.code == 128 + signal.SIGTERM
+        ck = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert ck["step"] == 3 and len(ck["losses"]) == 3
+        monkeypatch.setattr(train_mod, "build_model", real)
+        res = train(cfg, run, progress=False)
+        assert res.resumed_from == 3
+        assert same_weights(tmp_path / "whole", run)
+    # the handlers of the caller are back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_rerun_with_other_evaluation_settings_is_refused(tmp_path):
+    cfg = tiny_config(steps=2)
+    train(cfg, tmp_path / "r", progress=False, test=False)
+    with pytest.raises(RunFolderError, match=r"evaluation\.test: False here vs True asked"):
+        train(cfg, tmp_path / "r", progress=False)
+
+
 @pytest.mark.slow
 def test_killed_process_resumes_from_its_checkpoint(tmp_path):
     """SIGKILL mid-run (no chance to clean up), then the same command: same final weights."""
@@ -221,8 +267,10 @@ def test_crop_baseline_trains_on_tiles_and_scores_whole_images(tmp_path):
     ({"p": {"small": 1.0}}, r"p\['small'\].*\[0, 1\)"),
     ({"p": {"small": -0.1}}, r"p\['small'\].*\[0, 1\)"),
     ({"p": {"medium": 0.5}}, "unknown level"),
-    ({"patch": {"small": 1}}, r"does not fit the network.*\[2, 64\] px"),
-    ({"patch": {"large": 128}}, r"does not fit the network.*\[2, 64\] px"),
+    ({"p": {"small": 0.5}, "patch": {"small": 1}}, r"does not fit the network.*\[2, 64\] px"),
+    ({"p": {"large": 0.5}, "patch": {"large": 128}},
+     r"does not fit the network.*\[2, 64\] px"),
+    ({"threads": 0}, "threads must be an int"),
     ({"crop_tiles": 3}, "square number"),
     ({"width": 0}, "width must be an int"),
     ({"steps": 0}, "steps must be an int"),
@@ -283,6 +331,11 @@ def test_scan_selects_on_val_and_records_the_curves(tmp_path):
     assert not list((tmp_path / "scan").rglob("predictions.json"))
     bscan.save(scan, tmp_path / "out" / "scan", "test scan")
     assert "| no masking |" in (tmp_path / "out" / "scan.md").read_text()
+    # the choice applies to the scanned recipe only, whatever the lr, steps and seed
+    cfg = make_config(str(path), width=4, lr=0.5, steps=9, seed=7)
+    assert bscan.matching(scan, cfg)["lr"] == sel["lr"]
+    assert bscan.matching(scan, make_config(str(path), width=8)) is None
+    assert bscan.matching(scan, make_config(str(path), width=4, efficient=True)) is None
 
 
 def test_select_rule_breaks_ties_by_log_loss_then_steps():
@@ -293,13 +346,19 @@ def test_select_rule_breaks_ties_by_log_loss_then_steps():
                                                                   pt(20, 0.6, 0.8)]}}
     sel = bscan.select(curves)
     assert (sel["lr"], sel["steps"]) == (1e-2, 10)
+    # only steps scored for every seed compete; one seed has no spread to show
+    ragged = {1e-3: {0: [pt(10, 0.5, 1.0), pt(20, 0.9, 0.5)], 1: [pt(10, 0.5, 1.0)]}}
+    assert bscan.select(ragged)["steps"] == 10
+    assert bscan.select({1e-3: {0: [pt(10, 0.5, 1.0)]}})["val_accuracy_std"] is None
+    with pytest.raises(ValueError, match="every scan seed"):
+        bscan.select({1e-3: {0: [pt(10, 0.5, 1.0)], 1: [pt(20, 0.5, 1.0)]}})
 
 
 @pytest.mark.slow  # 11-26 s on 2 shared cores (training runs)
 def test_jobs_run_in_processes_and_on_dask_with_the_same_results(tmp_path):
     def job(d, seed):
         return {"config": {"dataset": "tiny", "width": 4, "steps": 2, "seed": seed},
-                "run_dir": str(tmp_path / d / f"s{seed}"), "threads": 1}
+                "run_dir": str(tmp_path / d / f"s{seed}")}
 
     serial = run_jobs([job("a", 0), job("a", 1)], progress=False)
     procs = run_jobs([job("b", 0), job("b", 1)], workers=2, progress=False)

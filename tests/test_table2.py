@@ -68,7 +68,8 @@ def test_smoke_grid_writes_the_report(tmp_path):
     args = argparse.Namespace(scale="smoke", quick=True, seeds=None, jobs=1, scheduler=None,
                               runs=str(tmp_path / "runs"), results=str(tmp_path / "res"),
                               rescan=False, efficient=True, device="cpu", leaderboard=False,
-                              no_progress=True, scan_only=False, naive_check="(0.99, 0.94)")
+                              no_progress=True, scan_only=False, naive_check="(0.99, 0.94)",
+                              overwrite=False)
     report = table2.run(args)
     assert report["rows"] == [r[0] for r in table2.PAPER]
     saved = json.loads((tmp_path / "res" / "table2-smoke-quick.json").read_text())
@@ -82,3 +83,17 @@ def test_smoke_grid_writes_the_report(tmp_path):
     # rerunning resumes: every run is already complete, nothing is trained again
     again = table2.run(args)
     assert again["results"]["(0, 0)"]["per_seed"] == report["results"]["(0, 0)"]["per_seed"]
+
+
+def test_a_scan_made_with_other_settings_is_not_used_for_the_grid():
+    """A recorded choice applies to the recipe it was scanned for: rows trained with the
+    efficient path do not take a naive-masking scan's (lr, steps), they ask for --rescan."""
+    scale = table2.SCALES["mini"]
+    naive = table2.row_configs(scale, efficient=False)
+    scan = {"file": "table2-mini-scan.json", "selected": {
+        table2._label(kw): {"lr": 3e-3, "steps": 100,
+                            "key": table2.make_config(**kw).selection_key()}
+        for kw in naive.values()}}
+    assert table2.choices(scan, naive)["(0.99, 0.94)"]["steps"] == 100
+    with pytest.raises(ValueError, match=r"no choice for row \(0, 0.75\).*--rescan"):
+        table2.choices(scan, table2.row_configs(scale, efficient=True))

@@ -4,14 +4,17 @@
         --p-large 0.94 --seed 0 --out runs/
     python -m benchmarks.baselines train --dataset gp3-512 --p fine=0.99 --p coarse=0.75 ...
     python -m benchmarks.baselines train --dataset golkar2018-mini --crop-tiles 4 --seed 0
-    python -m benchmarks.baselines entry runs/golkar2018-mini/small0.99-large0.94-s*/ \\
-        [--board golkar2018-mini]
+    python -m benchmarks.baselines entry runs/golkar2018-mini/small0.99-large0.94-s*/
+    gptextures leaderboard add my-board.json runs/golkar2018-mini/small0.99-large0.94-s*/ \\
+        --dataset golkar2018-mini
 
 ``train`` writes ``OUT/<dataset>/<recipe>-s<seed>/`` (or ``--run-dir``): config, weights
 (safetensors), test predictions, evaluation, loss curve, wall time and hardware. Rerunning the
 same command resumes a killed run from its last checkpoint; a finished one is reported as is.
-Learning rate and steps default to the recorded ``val`` scan's choice for that dataset and
-configuration (``benchmarks/results/*-scan.json``), else 1e-3 and 400.
+Width, learning rate and steps default to the recorded ``val`` scan's choice for that dataset
+and configuration (``benchmarks/results/*-scan.json``, matched on the whole recipe but the lr,
+steps and seed), else width 16, lr 1e-3 and 400 steps (said on stderr). ``entry`` prints the
+leaderboard entry of the seeds of one recipe; ``gptextures leaderboard add`` adds it to a board.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -35,16 +42,24 @@ def _kv(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
 
 
-def recorded_choice(fingerprint: str, row: str) -> dict[str, Any] | None:
-    """The scan's (lr, steps) for a dataset fingerprint and configuration label, if recorded."""
+def recorded_choice(probe: Callable[[int | None], TrainConfig]) -> dict[str, Any] | None:
+    """The recorded val scan's (width, lr, steps) for a recipe, if a scan covered it.
+
+    Args:
+        probe: width (``None``: the scan's) -> the config to match; a scan's row matches when
+            its ``key`` equals the probe's :meth:`TrainConfig.selection_key`.
+    """
+    from .scan import matching
+
     for path in sorted(RESULTS.glob("*-scan.json")):
         try:
             scan = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        if scan.get("fingerprint") == fingerprint and row in scan.get("selected", {}):
-            return {**scan["selected"][row], "source": path.name,
-                    "width": scan.get("width")}
+        if isinstance(scan.get("width"), int):
+            sel = matching(scan, probe(scan["width"]))
+            if sel is not None:
+                return {**sel, "source": path.name, "width": scan["width"]}
     return None
 
 
@@ -74,7 +89,8 @@ def _train_parser(sub: Any) -> None:
                    help="automatic mixed precision (default: on for cuda)")
     t.add_argument("--efficient", action=argparse.BooleanOptionalAction, default=None,
                    help="compute-saving spatial backdrop (default: on when a mask is active)")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (part of the"
+                   " recipe: the same seed gives the same bytes with the same threads)")
     t.add_argument("--out", default="runs", help="parent folder of run folders")
     t.add_argument("--run-dir", default=None, help="exact run folder (overrides --out)")
     t.add_argument("--checkpoint-every", type=int, default=50)
@@ -84,8 +100,6 @@ def _train_parser(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
     from gptextures.io import resolve_spec
 
     from .config import make_config
@@ -96,24 +110,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name, value in (("small", args.p_small), ("large", args.p_large)):
         if value is not None:
             p[name] = value
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"threads must be an int >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    probe = make_config(args.dataset, spec=spec, p=p, patch=dict(args.patch),
-                        crop_tiles=args.crop_tiles)
-    chosen = recorded_choice(spec.fingerprint, probe.label())
-    lr = args.lr if args.lr is not None else (chosen or {}).get("lr", 1e-3)
-    steps = args.steps if args.steps is not None else (chosen or {}).get("steps", 400)
-    width = args.width if args.width is not None else (chosen or {}).get("width") or 16
-    efficient = args.efficient if args.efficient is not None else bool(probe.active_masks())
-    cfg = make_config(args.dataset, spec=spec, p=p, patch=dict(args.patch),
-                      crop_tiles=args.crop_tiles, width=width, stages=args.stages, lr=lr,
-                      weight_decay=args.weight_decay, steps=steps, batch_size=args.batch_size,
-                      seed=args.seed, device=args.device, amp=args.amp, efficient=efficient)
-    if chosen and (args.lr is None or args.steps is None):
-        print(f"lr {cfg.lr:g}, {cfg.steps} steps: the val scan's choice for {cfg.label()!r}"
-              f" ({chosen['source']})", file=sys.stderr)
+    def config(width: int | None, lr: float = 1e-3, steps: int = 400) -> TrainConfig:
+        w = args.width if args.width is not None else width
+        probe = make_config(args.dataset, spec=spec, p=p, patch=dict(args.patch),
+                            crop_tiles=args.crop_tiles)
+        eff = args.efficient if args.efficient is not None else bool(probe.active_masks())
+        return make_config(args.dataset, spec=spec, p=p, patch=dict(args.patch),
+                           crop_tiles=args.crop_tiles, width=16 if w is None else w,
+                           stages=args.stages, lr=lr, weight_decay=args.weight_decay,
+                           steps=steps, batch_size=args.batch_size, seed=args.seed,
+                           device=args.device, amp=args.amp, efficient=eff,
+                           threads=args.threads)
+
+    chosen = recorded_choice(config)
+    if chosen is None:
+        cfg = config(None, 1e-3 if args.lr is None else args.lr,
+                     400 if args.steps is None else args.steps)
+        if args.lr is None or args.steps is None:
+            print(f"no recorded val scan covers {cfg.label()!r} at width {cfg.width} on"
+                  f" {spec.name}: lr {cfg.lr:g}, {cfg.steps} steps (defaults; set --lr and"
+                  " --steps)", file=sys.stderr)
+    else:
+        cfg = config(chosen["width"], chosen["lr"] if args.lr is None else args.lr,
+                     chosen["steps"] if args.steps is None else args.steps)
+        if args.lr is None or args.steps is None:
+            print(f"lr {cfg.lr:g}, {cfg.steps} steps: the val scan's choice for {cfg.label()!r}"
+                  f" ({chosen['source']})", file=sys.stderr)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / spec.name / cfg.slug()
     res = train(cfg, run_dir, progress=not args.no_progress,
                 checkpoint_every=args.checkpoint_every, overwrite=args.overwrite)
@@ -128,18 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_entry(args: argparse.Namespace) -> int:
     from gptextures.runs import entry_from_runs
 
-    entry = entry_from_runs(args.runs, method=args.method)
-    if args.board is None:
-        print(json.dumps(entry, indent=2))
-        return 0
-    from gptextures.leaderboard import Leaderboard
-
-    path = Path(args.board)
-    board = Leaderboard.load(path)
-    e = board.add(entry, replace=args.replace, where="entry")
-    board.save(path)
-    rank = next(r for r, x in board.ranked() if x is e)
-    print(f"added {e['method']!r} to {path} (rank {rank} of {len(board.entries)})")
+    print(json.dumps(entry_from_runs(args.runs, method=args.method), indent=2))
     return 0
 
 
@@ -148,12 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     _train_parser(sub)
-    e = sub.add_parser("entry", help="a leaderboard entry from the run folders of one recipe")
+    e = sub.add_parser("entry", help="print the leaderboard entry of the run folders of one"
+                       " recipe (add it to a board with `gptextures leaderboard add`)")
     e.add_argument("runs", nargs="+", help="run folders (the seeds of one recipe, >= 3)")
     e.add_argument("--method", default=None, help="name in the table (default: the config's)")
-    e.add_argument("--board", default=None, help="a leaderboard JSON to add it to (default:"
-                   " print the entry)")
-    e.add_argument("--replace", action="store_true", help="replace an entry of the same method")
     args = ap.parse_args(argv)
     try:
         return {"train": cmd_train, "entry": cmd_entry}[args.command](args)

@@ -62,6 +62,8 @@ class TrainConfig:
         seed: initial weights, masks and batch order.
         device: ``cpu``, ``cuda`` or ``mps``; amp: autocast (float16) with a grad scaler.
         efficient: the compute-saving spatial backdrop path (``GPNet(efficient=True)``).
+        threads: torch CPU threads of the run. Part of the recipe: another thread count may sum
+            in another order, so the same seed gives the same bytes only with the same threads.
     """
 
     dataset: str
@@ -79,15 +81,12 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False
     efficient: bool = False
-
-    @property
-    def tile_px(self) -> int:
-        return self.spec.texture.size[0] // math.isqrt(self.crop_tiles)
+    threads: int = 1
 
     @property
     def input_px(self) -> int:
-        """Side of what the network sees in training: the image or a tile."""
-        return self.tile_px
+        """Side (px) of what the network sees in training: the image, or a tile."""
+        return self.spec.texture.size[0] // math.isqrt(self.crop_tiles)
 
     def active_masks(self) -> list[MaskConfig]:
         return [m for m in self.masks if m.p > 0]
@@ -95,7 +94,7 @@ class TrainConfig:
     def label(self) -> str:
         """Short name of the recipe, e.g. ``backdrop small p=0.99, large p=0.94`` or ``crop 4``."""
         if self.crop_tiles > 1:
-            return f"{self.tile_px}x{self.tile_px} crop ({self.crop_tiles} tiles)"
+            return f"{self.input_px}x{self.input_px} crop ({self.crop_tiles} tiles)"
         masks = self.active_masks()
         if not masks:
             return "no masking"
@@ -122,9 +121,18 @@ class TrainConfig:
         return {
             "optimizer": "adam", "lr": self.lr, "weight_decay": self.weight_decay,
             "steps": self.steps, "batch_size": self.batch_size, "amp": self.amp,
-            "device": self.device, "efficient": self.efficient, "split": "train",
-            "augmentation": "none",
+            "device": self.device, "efficient": self.efficient, "threads": self.threads,
+            "split": "train", "augmentation": "none",
         }
+
+    def selection_key(self) -> dict[str, Any]:
+        """What a val scan's choice of (lr, steps) depends on: the recipe without the learning
+        rate, the steps, the seed and where it runs (device, amp, threads)."""
+        s = self.spec
+        return {"dataset": s.fingerprint, "masks": [m.to_dict() for m in self.masks],
+                "crop_tiles": self.crop_tiles, "width": self.width, "stages": self.stages,
+                "convs_per_stage": self.convs_per_stage, "weight_decay": self.weight_decay,
+                "batch_size": self.batch_size, "efficient": self.efficient}
 
     def to_dict(self, params: int) -> dict[str, Any]:
         """The run folder's ``config.json`` (format of :mod:`gptextures.runs`)."""
@@ -132,7 +140,7 @@ class TrainConfig:
 
         s = self.spec
         crop = None if self.crop_tiles == 1 else {"tiles": self.crop_tiles,
-                                                  "tile_px": self.tile_px,
+                                                  "tile_px": self.input_px,
                                                   "eval": "mean of the tile logits"}
         return {
             "format": CONFIG_FORMAT, "format_version": FORMAT_VERSION,
@@ -176,12 +184,6 @@ def _check_float(name: str, value: Any, lo: float, hi: float, hi_open: bool = Fa
     return v
 
 
-def _pooled(size: int, k: int) -> int:
-    for _ in range(k):
-        size = (size + 1) // 2
-    return size
-
-
 def check_lattice(mask: MaskConfig, input_px: int, stages: int) -> None:
     """Refuse a mask whose lattice does not fit the network (names the mask and the range).
 
@@ -189,7 +191,7 @@ def check_lattice(mask: MaskConfig, input_px: int, stages: int) -> None:
     ``round(input / P)``-cell lattice; it fits when that is no finer than the feature map there
     and the patch is no larger than the input: ``2 <= P <= input`` pixels.
     """
-    from backdrop.models import mask_stage
+    from backdrop.models import _pooled, mask_stage
 
     k = mask_stage(mask.patch_px, stages)
     feature = _pooled(input_px, k)
@@ -208,7 +210,7 @@ def make_config(dataset: str, *, spec: DatasetSpec | None = None,
                 convs_per_stage: int = 2, lr: float = 1e-3, weight_decay: float = 0.0,
                 steps: int = 400, batch_size: int | None = None, seed: int = 0,
                 device: str = "cpu", amp: bool | None = None,
-                efficient: bool = False) -> TrainConfig:
+                efficient: bool = False, threads: int = 1) -> TrainConfig:
     """A checked :class:`TrainConfig`; every bad value is refused naming it and its range.
 
     Args:
@@ -218,6 +220,7 @@ def make_config(dataset: str, *, spec: DatasetSpec | None = None,
         patch: level name -> mask patch side in input pixels (default :func:`default_patch`).
         crop_tiles: 1, or a square number ``k*k`` of fixed-location tiles per image (k | size).
         amp: ``None``: on for CUDA, off elsewhere.
+        threads: torch CPU threads (part of the recipe, see :class:`TrainConfig`).
     """
     if spec is None:
         from gptextures.io import resolve_spec
@@ -254,7 +257,8 @@ def make_config(dataset: str, *, spec: DatasetSpec | None = None,
     for m in masks:
         if not _NAME_RE.match(m.name):
             raise ValueError(f"level name {m.name!r} cannot name a mask (letters, digits, _)")
-        check_lattice(m, input_px, stages)
+        if m.p > 0:  # an inactive mask is an exact no-op wherever GPNet puts it
+            check_lattice(m, input_px, stages)
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     return TrainConfig(
@@ -266,4 +270,5 @@ def make_config(dataset: str, *, spec: DatasetSpec | None = None,
         steps=_check_int("steps", steps, 1),
         batch_size=None if batch_size is None else _check_int("batch_size", batch_size, 1),
         seed=_check_int("seed", seed, 0, 2**63 - 1), device=device,
-        amp=(device == "cuda") if amp is None else bool(amp), efficient=bool(efficient))
+        amp=(device == "cuda") if amp is None else bool(amp), efficient=bool(efficient),
+        threads=_check_int("threads", threads, 1))

@@ -7,7 +7,8 @@ The configurable hierarchy depth end to end: three levels (fine, medium, coarse)
 (8x8 heatmap). Two rows: no masking, and the masks at p = 0.99 (fine, medium) and 0.94 (coarse),
 the paper's best pair carried over (0.99 on the lattices of many small cells, 0.94 on the coarse
 one, which then keeps ~4 of its 64 cells as the paper's large mask keeps 1 of 16). Learning rate
-3e-3, the one the golkar2018-mini val scan chose for 10 of its 11 configurations (a step on
+3e-3, the one the golkar2018-mini val scan (made with naive masking) chose for 8 of its 11
+configurations (a step on
 16 images of 512 px costs ~16x one of golkar2018-mini, so a full learning-rate scan does not fit
 the 30-minute budget); the number of steps per row (<= 200) from a val scan (one scan seed, val
 every 25 steps); then ``--seeds`` seeds per row on ``test``, one leaderboard entry per row. Writes
@@ -24,11 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.paper.stats import summary
 from gptextures import presets
 
 from . import scan as bscan
 from .config import make_config
-from .grid import run_jobs, threads_per_job
+from .grid import grid_jobs, run_jobs
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 DATASET = "gp3-512"
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 steps, no entries")
     ap.add_argument("--efficient", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--runs", default="runs/depth3")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="discard run folders that hold another config (else refused)")
     ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args(argv)
     spec = presets.get(DATASET)
@@ -66,18 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     scan = bscan.run_scan(table, lrs=args.lrs, steps=max_steps, eval_every=min(
         args.eval_every, max_steps), seeds=[100], runs_dir=Path(args.runs) / "scan",
-        workers=args.jobs)
+        workers=args.jobs, overwrite=args.overwrite)
     scan.update({"fingerprint": spec.fingerprint, "dataset": spec.name, "width": args.width})
     bscan.save(scan, out / f"{name}-scan", f"Val scan for the depth-3 baselines ({DATASET})")
     scan_s = time.perf_counter() - t0
-    jobs = []
-    for label, kw in table.items():
-        sel = scan["selected"][label]
-        for seed in range(args.seeds):
-            jobs.append({"row": label, "threads": threads_per_job(args.jobs),
-                         "config": {**kw, "lr": sel["lr"], "steps": sel["steps"], "seed": seed},
-                         "run_dir": str(Path(args.runs) / bscan._folder(label) / f"s{seed}"),
-                         "train": {"checkpoint_every": 50}})
+    jobs = grid_jobs(table, scan["selected"], range(args.seeds), args.runs, checkpoint_every=50)
+    for job in jobs:
+        job["train"]["overwrite"] = bool(args.overwrite)
     t1 = time.perf_counter()
     summaries = run_jobs(jobs, workers=args.jobs)
     grid_s = time.perf_counter() - t1
@@ -113,10 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         sel = scan["selected"][label]
         cells = []
         for key in ["accuracy", *[f"accuracy/{n}" for n in spec.texture.level_names]]:
-            v = [r["test"][key] for r in runs]
-            m = sum(v) / len(v)
-            sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
-            cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}")
+            st = summary([r["test"][key] for r in runs])
+            cells.append(f"{100 * st['mean']:.1f} ± {100 * st['std']:.1f}")
         lines.append(f"| {label} | {sel['lr']:g} | {sel['steps']} | " + " | ".join(cells) + " |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

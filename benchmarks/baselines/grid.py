@@ -1,23 +1,23 @@
 """Run many independent training jobs: in this process, in local processes, or on Dask.
 
-A job is a plain dict (picklable, JSON-ready): ``{"config": make_config kwargs, "run_dir": str,
-"train": train kwargs, "threads": int}``. Every job writes its own run folder and resumes it
+A job is a plain dict (picklable, JSON-ready): ``{"row": str, "config": make_config kwargs,
+"run_dir": str, "train": train kwargs}``. Every job writes its own run folder and resumes it
 when rerun, so a killed grid restarts where it stopped: complete runs are read back, half-done
 ones continue from their last checkpoint.
 
-``jobs=N`` runs them in ``N`` local processes (``spawn``, each with ``threads`` torch threads);
-``scheduler="tcp://host:8786"`` sends them to a Dask distributed cluster, whose workers must be
-able to import ``benchmarks`` (start them from the repository root) and reach the run folders
-(a shared filesystem).
+``jobs=N`` runs them in ``N`` local processes (``spawn``; each run uses its config's
+``threads``, default 1, so N jobs want N cores); ``scheduler="tcp://host:8786"`` sends them
+to a Dask distributed cluster, whose workers must be able to import ``benchmarks`` (start them
+from the repository root) and reach the run folders (a shared filesystem).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 Job = dict[str, Any]
@@ -25,13 +25,9 @@ Job = dict[str, Any]
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job (in whatever process calls it); returns a JSON-ready summary."""
-    import torch
-
     from .config import make_config
     from .train import train
 
-    if job.get("threads"):
-        torch.set_num_threads(int(job["threads"]))
     cfg = make_config(**job["config"])
     t = time.perf_counter()
     res = train(cfg, job["run_dir"], progress=False, **job.get("train", {}))
@@ -41,7 +37,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "job_wall_s": time.perf_counter() - t,
         "already_complete": res.already_complete, "resumed_from": res.resumed_from,
         "test": None if res.test is None else res.test.metrics(),
-        "val_curve": res.val_curve, "threads": torch.get_num_threads(),
+        "val_curve": res.val_curve, "threads": cfg.threads,
     }
 
 
@@ -107,6 +103,24 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, scheduler: str | None = N
     return [r for r in results if r is not None]
 
 
-def threads_per_job(workers: int) -> int:
-    """Torch threads for each of ``workers`` concurrent jobs on this machine's cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+def folder_name(label: str) -> str:
+    """A row label as a folder name (letters, digits, ``.`` and ``-`` kept, the rest ``_``)."""
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in label)
+
+
+def grid_jobs(rows: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, Mapping[str, Any]],
+              seeds: Sequence[int], runs_dir: str | Path, *, steps_cap: int | None = None,
+              checkpoint_every: int = 100) -> list[Job]:
+    """One job per (row, seed): ``rows`` maps a row to make_config kwargs (without lr, steps
+    and seed), ``chosen`` a row to its selection (``lr``, ``steps``, e.g. a scan's); the run
+    folder is ``runs_dir/<row>/s<seed>``; ``steps_cap`` caps the steps (smoke runs)."""
+    jobs = []
+    for row, kw in rows.items():
+        sel = chosen[row]
+        steps = sel["steps"] if steps_cap is None else min(sel["steps"], steps_cap)
+        for seed in seeds:
+            jobs.append({"row": row, "config": {**kw, "lr": sel["lr"], "steps": int(steps),
+                                                "seed": int(seed)},
+                         "run_dir": str(Path(runs_dir) / folder_name(row) / f"s{seed}"),
+                         "train": {"checkpoint_every": checkpoint_every}})
+    return jobs

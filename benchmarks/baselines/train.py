@@ -7,8 +7,11 @@ the tiles; a test image is scored by the mean of its tiles' logits, i.e. the mod
 time exactly the input size (and borders) it was trained on.
 
 Checkpoints (model, optimizer, mask and batch generators, curves) are written atomically every
-``checkpoint_every`` steps and on Ctrl-C; rerunning the same command resumes and ends with the
-same weights as an uninterrupted run (on the CPU, same thread count).
+``checkpoint_every`` steps. Ctrl-C, SIGTERM and SIGHUP (what batch schedulers send) are held
+until the current step ends, then a checkpoint of that step is written and the run stops
+(KeyboardInterrupt, or SystemExit 128+signal); a second signal stops at once, keeping the last
+checkpoint. Rerunning the same command resumes and ends with the same weights as an
+uninterrupted run (on the CPU, with the config's thread count).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import math
 import os
 import platform
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,13 +97,56 @@ def hardware(device: torch.device) -> dict[str, Any]:
     return out
 
 
+_INIT_LOCK = threading.Lock()
+
+
 def build_model(cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.nn.Module:
-    """The run's :class:`backdrop.models.GPNet` (initial weights from the current torch seed)."""
+    """The run's :class:`backdrop.models.GPNet`, initial weights drawn from ``cfg.seed``.
+
+    The global torch RNG is seeded inside ``fork_rng`` under a lock, so runs in threads of one
+    process (a Dask worker) neither race for it nor change it for the caller.
+    """
     from backdrop.models import GPNet
 
     kw = cfg.model_kwargs()
     kw["masks"] = [tuple(m) for m in kw["masks"]]
-    return GPNet(**kw, generator=generator, efficient=cfg.efficient)
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return GPNet(**kw, generator=generator, efficient=cfg.efficient)
+
+
+class _HeldSignals:
+    """Hold SIGINT/SIGTERM/SIGHUP until a step boundary (main thread only; else a no-op)."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                    if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # a second signal: stop now, the last checkpoint stays
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> _HeldSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._hold)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+    def stop(self) -> None:
+        """Raise what the held signal means: KeyboardInterrupt or SystemExit(128 + signum)."""
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + int(self.received or 0))
 
 
 def _device(name: str) -> torch.device:
@@ -116,15 +164,6 @@ def _atomic_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} here vs {b!r} asked"]
-
-
 def _claim_folder(folder: Path, config: dict[str, Any], spec_json: str, overwrite: bool) -> None:
     """Make ``folder`` this run's: new, or holding the same config (resume), or overwritten."""
     cfg_path = folder / gruns.CONFIG
@@ -138,11 +177,11 @@ def _claim_folder(folder: Path, config: dict[str, Any], spec_json: str, overwrit
             old = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             old = None
-        diff = _differences(old, config)
+        diff = gruns.differences(old, config)
         if diff and not overwrite:
-            raise RunFolderError(
-                f"out: {str(folder)!r} holds another config ({'; '.join(diff[:4])}); use another"
-                " run folder, or --overwrite to discard it")
+            said = "; ".join(f"{k or 'config'}: {a!r} here vs {b!r} asked" for k, a, b in diff[:4])
+            raise RunFolderError(f"out: {str(folder)!r} holds another config ({said}); use"
+                                 " another run folder, or --overwrite to discard it")
         if diff:
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,8 +204,9 @@ def predict_logits(net: torch.nn.Module, images: np.ndarray, tiles: int, device:
     n = images.shape[0]
     x_all = tile(images, tiles)
     per = x_all.shape[1] * x_all.shape[2]
-    width = getattr(net, "width", 64)
-    batch = batch or max(1, min(64, 2**28 // (4 * per * max(width, 1))))
+    width = max((m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)),
+                default=1)  # the widest feature map bounds the memory of a batch
+    batch = batch or max(1, min(64, 2**28 // (4 * per * width)))
     out = []
     for i in range(0, x_all.shape[0], batch):
         x = torch.from_numpy(x_all[i:i + batch]).to(device)[:, None]
@@ -208,7 +248,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
         eval_split: a split scored every ``eval_every`` steps into ``val_curve.json`` (model
             selection; never ``test``).
         test: score the ``test`` split at the end (predictions.json, evaluation.json); scans
-            turn it off so that model selection never computes a test score.
+            turn it off so that model selection never computes a test score. The evaluation
+            settings are recorded in config.json: a rerun with other settings is refused.
         checkpoint_every: steps between checkpoints (0: only on Ctrl-C).
         overwrite: discard a run folder that holds another config.
         stop_after: stop (with a checkpoint) after this many steps in total, as a killed run
@@ -223,11 +264,27 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
     folder = Path(run_dir)
     device = _device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     net = build_model(cfg, gen).to(device)
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     config = cfg.to_dict(params)
+    config["evaluation"] = {"eval_split": eval_split if eval_every else None,
+                            "eval_every": int(eval_every) if eval_split else 0,
+                            "test": bool(test)}
     _claim_folder(folder, config, cfg.spec.to_json(), overwrite)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, net, gen, folder, config, device, progress=progress,
+                      eval_split=eval_split, eval_every=eval_every, test=test,
+                      checkpoint_every=checkpoint_every, stop_after=stop_after)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, net: torch.nn.Module, gen: torch.Generator, folder: Path,
+           config: dict[str, Any], device: torch.device, *, progress: bool,
+           eval_split: str | None, eval_every: int, test: bool, checkpoint_every: int,
+           stop_after: int | None) -> RunResult:
     if (folder / gruns.RUN).is_file():
         done = json.loads((folder / gruns.RUN).read_text(encoding="utf-8"))
         if done.get("status") == "complete":
@@ -253,7 +310,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
     step, elapsed, cpu = 0, 0.0, 0.0
     ckpt_path = folder / CHECKPOINT
     if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
@@ -278,7 +335,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
                dynamic_ncols=True, leave=False)
     last = min(cfg.steps, stop_after) if stop_after is not None else cfg.steps
     t0, c0 = time.perf_counter() - elapsed, time.process_time() - cpu
-    try:
+    with _HeldSignals() as held:
         while step < last:
             net.train()
             if batch < n_train:
@@ -304,12 +361,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], *, progress: bool =
                 t0, c0 = time.perf_counter() - elapsed, time.process_time() - cpu
             bar.set_postfix(loss=f"{lv:.4f}", refresh=False)
             bar.update(1)
+            if held.received is not None:
+                save_checkpoint()
+                bar.close()
+                held.stop()
             if checkpoint_every and step % checkpoint_every == 0 and step < cfg.steps:
                 save_checkpoint()
-    except KeyboardInterrupt:
-        save_checkpoint()
-        bar.close()
-        raise
     bar.close()
     if step < cfg.steps:
         save_checkpoint()

@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks.baselines import scan as bscan
 from benchmarks.baselines.config import make_config
-from benchmarks.baselines.grid import Job, run_jobs, threads_per_job
+from benchmarks.baselines.grid import grid_jobs, run_jobs
 from gptextures import presets
 
 from . import stats
@@ -82,10 +82,10 @@ SCALES = {
     # upper end of 3e-4..3e-3, and every curve flat after ~350 steps.
     "mini": Scale("golkar2018-mini", width=16, seeds=5, lrs=(1e-3, 3e-3, 1e-2), max_steps=400,
                   eval_every=50, scan_seeds=(100, 101), quick_steps=60, quick_seeds=2),
-    # The paper's setting: 1024 px, 7 stages, width 64, 10 models per row.
     # For tests: the 64 px `tiny` preset (no val split, so --quick only).
     "smoke": Scale("tiny", width=4, seeds=3, lrs=(1e-3,), max_steps=4, eval_every=2,
                    scan_seeds=(100,), quick_steps=3, quick_seeds=3),
+    # The paper's setting: 1024 px, 7 stages, width 64, 10 models per row.
     "full": Scale("golkar2018", width=64, seeds=10, lrs=(1e-4, 3e-4, 1e-3), max_steps=1000,
                   eval_every=50, scan_seeds=(100, 101), quick_steps=5, quick_seeds=1),
 }
@@ -105,24 +105,6 @@ def _label(kw: Mapping[str, Any]) -> str:
     return make_config(**kw).label()
 
 
-def grid_jobs(rows: Mapping[str, Mapping[str, Any]], selection: Mapping[str, Mapping[str, Any]],
-              seeds: Sequence[int], runs_dir: Path, workers: int,
-              steps_cap: int | None = None) -> list[Job]:
-    """One job per (row, seed) with the row's selected learning rate and steps."""
-    jobs = []
-    for row, kw in rows.items():
-        sel = selection[_label(kw)]
-        steps = sel["steps"] if steps_cap is None else min(sel["steps"], steps_cap)
-        for seed in seeds:
-            jobs.append({
-                "row": row, "threads": threads_per_job(workers),
-                "config": {**kw, "lr": sel["lr"], "steps": steps, "seed": seed},
-                "run_dir": str(runs_dir / bscan._folder(row) / f"s{seed}"),
-                "train": {"checkpoint_every": 100},
-            })
-    return jobs
-
-
 def load_scan(path: Path, fingerprint: str, scale: Scale) -> dict[str, Any] | None:
     """The recorded scan if it was made for this dataset, width and learning-rate grid."""
     if not path.is_file():
@@ -131,7 +113,26 @@ def load_scan(path: Path, fingerprint: str, scale: Scale) -> dict[str, Any] | No
     if scan.get("fingerprint") != fingerprint or scan.get("width") != scale.width or \
             scan.get("lrs") != list(scale.lrs) or scan.get("max_steps") != scale.max_steps:
         return None
+    scan["file"] = str(path)
     return scan
+
+
+def choices(scan: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """Row -> the scan's (lr, steps) for that row's recipe (``TrainConfig.selection_key``).
+
+    Raises:
+        ValueError: the scan did not cover a row's recipe (made with other settings, e.g.
+            naive masking); it names the row and suggests ``--rescan``.
+    """
+    out = {}
+    for row, kw in rows.items():
+        sel = bscan.matching(scan, make_config(**kw))
+        if sel is None:
+            raise ValueError(f"the val scan {scan.get('file', 'given')!r} has no choice for row"
+                             f" {row} with these settings (efficient={kw.get('efficient')},"
+                             f" width {kw.get('width')}); rerun with --rescan")
+        out[row] = sel
+    return out
 
 
 def analyse(per_row: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[str, Any]]:
@@ -257,9 +258,18 @@ def markdown(report: Mapping[str, Any]) -> str:
               f" {t['train_cpu_s_sum'] / 3600:.2f} CPU-core hours (process CPU time, summed"
               f" over runs): {t['train_cpu_s_sum'] / 3600 / 2:.2f} h on 2 dedicated cores,"
               " whatever else the machine was doing."]
+    if t.get("already_complete"):
+        lines.append(f"{t['already_complete']} of the {t['runs']} runs were already complete"
+                     " (read back from their run folders, their time counted as recorded).")
     if t.get("scan_wall_s") is not None:
-        lines.append(f"The val scan ({t['scan_runs']} runs) took {t['scan_wall_s'] / 60:.1f} min"
-                     f" wall, {t['scan_cpu_s'] / 3600:.2f} CPU-core hours (`{r['scan_file']}`).")
+        la = t.get("scan_load_average")
+        lines.append(f"The val scan (`{r['scan_file']}`, {t['scan_runs']} runs"
+                     f"{', made in this run' if t.get('scan_fresh') else ', recorded earlier'})"
+                     f" took {t['scan_wall_s'] / 60:.1f} min wall and"
+                     f" {t['scan_cpu_s'] / 3600:.2f} CPU-core hours"
+                     + (f" (1-min load average {la['start'][0]:.1f} at its start)" if la else "")
+                     + f": scan and grid together {(t['scan_wall_s'] + t['grid_wall_s']) / 60:.1f}"
+                     " min wall.")
     if r.get("reading"):
         lines += ["", "## Reading", "", r["reading"]]
     lines += ["", f"Command: `{r['command']}`"]
@@ -317,10 +327,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.rescan:  # this run's results folder first, then the committed scan
         for path in dict.fromkeys([scan_path, RESULTS / scan_path.name]):
             scan = scan or load_scan(path, spec.fingerprint, scale)
-    timing: dict[str, Any] = {"workers": args.jobs, "threads": threads_per_job(args.jobs),
-                              "load_start": _load(), "scan_wall_s": None}
+    timing: dict[str, Any] = {"workers": args.jobs, "threads": 1, "load_start": _load(),
+                              "scan_wall_s": None}
+    check = args.naive_check if args.efficient and args.naive_check != "none" else None
+    if check is not None and check not in rows:
+        raise ValueError(f"naive_check: {check!r} is not a Table 2 row ({', '.join(rows)})")
     if scan is None and args.quick:
-        selection = {_label(kw): {"lr": 1e-3, "steps": scale.quick_steps} for kw in rows.values()}
+        chosen = {row: {"lr": 1e-3, "steps": scale.quick_steps} for row in rows}
     else:
         if scan is None:
             scan_rows = {_label(kw): kw for kw in rows.values()}
@@ -328,32 +341,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   eval_every=scale.eval_every, seeds=scale.scan_seeds,
                                   runs_dir=runs_dir.parent / f"table2-{args.scale}-scan",
                                   workers=args.jobs, scheduler=args.scheduler,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, overwrite=args.overwrite)
             scan.update({"fingerprint": spec.fingerprint, "dataset": spec.name,
                          "width": scale.width, "machine": _machine(), "command": _command()})
             bscan.save(scan, scan_path.with_suffix(""), f"Val scan for Table 2 ({args.scale})")
-            timing["scan_wall_s"] = scan["wall_time_s"]
-            timing["scan_cpu_s"] = scan["cpu_time_s_sum"]
-            timing["scan_runs"] = len(scale.lrs) * len(scale.scan_seeds) * len(rows)
-        selection = scan["selected"]
+            scan["file"] = str(scan_path.with_suffix(".json"))
+            timing["scan_fresh"] = True
+        timing.update(scan_wall_s=scan["wall_time_s"], scan_cpu_s=scan["cpu_time_s_sum"],
+                      scan_load_average=scan.get("load_average"),
+                      scan_runs=sum(len(by) for c in scan["curves"].values()
+                                    for by in c.values()))
+        chosen = choices(scan, rows)
     if args.scan_only:
         return {"scan": scan}
-    seeds = list(range(scale.quick_seeds if args.quick else (args.seeds or scale.seeds)))
+    seeds = list(range(args.seeds or (scale.quick_seeds if args.quick else scale.seeds)))
     cap = scale.quick_steps if args.quick else None
-    jobs = grid_jobs(rows, selection, seeds, runs_dir, args.jobs, steps_cap=cap)
-    check = args.naive_check if args.efficient and args.naive_check != "none" else None
+    jobs = grid_jobs(rows, chosen, seeds, runs_dir, steps_cap=cap)
     if check is not None:
-        if check not in rows:
-            raise ValueError(f"naive_check: {check!r} is not a Table 2 row ({', '.join(rows)})")
         naive = {f"{check} naive": {**rows[check], "efficient": False}}
-        jobs += grid_jobs(naive, {_label(naive[f"{check} naive"]): selection[_label(rows[check])]},
-                          seeds, runs_dir, args.jobs, steps_cap=cap)
+        jobs += grid_jobs(naive, {f"{check} naive": chosen[check]}, seeds, runs_dir,
+                          steps_cap=cap)
+    for job in jobs:
+        job["train"]["overwrite"] = bool(args.overwrite)
     t0 = time.perf_counter()
     summaries = run_jobs(jobs, workers=args.jobs, scheduler=args.scheduler,
                          progress=not args.no_progress)
     timing.update(grid_wall_s=time.perf_counter() - t0, runs=len(jobs), load_end=_load(),
                   train_time_s_sum=sum(s["wall_time_s"] for s in summaries),
-                  train_cpu_s_sum=sum(s["cpu_time_s"] for s in summaries))
+                  train_cpu_s_sum=sum(s["cpu_time_s"] for s in summaries),
+                  already_complete=sum(bool(s["already_complete"]) for s in summaries))
     per_row: dict[str, dict[str, list[float]]] = {}
     run_dirs: dict[str, list[str]] = {}
     for job, s in zip(jobs, summaries, strict=True):
@@ -363,7 +379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         run_dirs.setdefault(job["row"], []).append(s["run_dir"])
     results = {}
     for row, ps, pl, tiles, *paper in PAPER:
-        sel = selection[_label(rows[row])]
+        sel = chosen[row]
         results[row] = {
             "p_small": ps, "p_large": pl, "crop_tiles": tiles, "lr": sel["lr"],
             "steps": min(sel["steps"], scale.quick_steps) if args.quick else sel["steps"],
@@ -380,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": seeds, "rows": [r[0] for r in PAPER], "results": results,
         "claims": analyse(per_row), "timing": timing, "machine": _machine(),
         "efficient": bool(args.efficient), "device": args.device,
-        "scan_file": scan_path.name if scan is not None else None,
+        "scan_file": Path(scan["file"]).name if scan is not None else None,
         "date": dt.datetime.now(dt.timezone.utc).date().isoformat(), "command": _command(),
         "run_dirs": run_dirs, "reading": _reading(out / f"{name}-reading.md"),
         "efficient_vs_naive": None if check is None else compare_naive(
@@ -390,7 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (out / f"{name}.md").write_text(markdown(report), encoding="utf-8")
     figure(report, out / f"{name}.png")
-    if not args.quick and args.leaderboard:
+    if not args.quick and args.leaderboard is not False:
         add_entries(report, spec)
     return report
 
@@ -452,25 +468,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(RESULTS), help="where the report goes")
     ap.add_argument("--rescan", action="store_true", help="redo the val scan")
     ap.add_argument("--scan-only", action="store_true", help="stop after the val scan")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="discard run folders that hold another config (else refused)")
     ap.add_argument("--render-only", action="store_true",
-                    help="rewrite the .md and .png from the committed .json (and the reading),"
-                         " and the leaderboard entries from the run folders it names")
+                    help="rewrite the .md and .png from the committed .json (and the reading);"
+                         " with --leaderboard also the entries from the run folders it names")
     ap.add_argument("--efficient", action=argparse.BooleanOptionalAction, default=True,
                     help="compute-saving spatial backdrop for masked rows (default on)")
     ap.add_argument("--naive-check", default="(0.99, 0.94)", metavar="ROW",
                     help="also train this row with naive masking and compare ('none': skip)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--leaderboard", action=argparse.BooleanOptionalAction, default=True,
-                    help="add one entry per row to the dataset's leaderboard (not with --quick)")
+    ap.add_argument("--leaderboard", action=argparse.BooleanOptionalAction, default=None,
+                    help="add one entry per row to the dataset's shipped leaderboard (default:"
+                         " on for a full grid, off with --quick and --render-only)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.seeds is not None and args.seeds < 3 and not args.quick:
         print("error: --seeds must be >= 3 (a leaderboard entry needs 3 seeds)", file=sys.stderr)
         return 2
-    if args.render_only:
-        name = f"table2-{args.scale}" + ("-quick" if args.quick else "")
-        return render(Path(args.results), name, leaderboard=args.leaderboard)
+    if args.scan_only and args.quick:
+        print("error: --scan-only makes the val scan, which --quick skips; drop one of them",
+              file=sys.stderr)
+        return 2
     try:
+        if args.render_only:
+            name = f"table2-{args.scale}" + ("-quick" if args.quick else "")
+            return render(Path(args.results), name, leaderboard=args.leaderboard is True)
         report = run(args)
         if args.scan_only:
             print(f"scan recorded in {Path(args.results) / f'table2-{args.scale}-scan.md'}")

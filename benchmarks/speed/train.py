@@ -69,6 +69,10 @@ def measure(scale: str, repeats: int, warmup: int = 3, rows_only: list[str] | No
     sc = SCALES[scale]
     rows = row_configs(sc, efficient=True)
     if rows_only:
+        unknown = [r for r in rows_only if r not in rows]
+        if unknown:
+            raise ValueError(f"rows: {', '.join(map(repr, unknown))} are not Table 2 rows; choose"
+                             f" from {', '.join(rows)}")
         rows = {r: kw for r, kw in rows.items() if r in rows_only}
     cost: dict[str, float] = {}
     train = None
@@ -136,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     before = os.getloadavg()[0]
-    rows, cost = measure(args.scale, args.repeats, warmup=1 if args.scale == "full" else 3,
-                         rows_only=args.rows)
+    try:
+        rows, cost = measure(args.scale, args.repeats, warmup=1 if args.scale == "full" else 3,
+                             rows_only=args.rows)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report = {
         "command": "python -m benchmarks.speed.train " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()})",
