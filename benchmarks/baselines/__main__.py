@@ -133,8 +133,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = config(chosen["width"], chosen["lr"] if args.lr is None else args.lr,
                      chosen["steps"] if args.steps is None else args.steps)
-        if args.lr is None or args.steps is None:
-            print(f"lr {cfg.lr:g}, {cfg.steps} steps: the val scan's choice for {cfg.label()!r}"
+        taken = [x for x, given in ((f"width {cfg.width}", args.width), (f"lr {cfg.lr:g}", args.lr),
+                                    (f"{cfg.steps} steps", args.steps)) if given is None]
+        if taken:
+            print(f"{', '.join(taken)}: the val scan's choice for {cfg.label()!r}"
                   f" ({chosen['source']})", file=sys.stderr)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / spec.name / cfg.slug()
     res = train(cfg, run_dir, progress=not args.no_progress,

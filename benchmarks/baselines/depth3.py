@@ -61,10 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true",
                     help="discard run folders that hold another config (else refused)")
     ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite the .md from the committed .json and the notes")
     args = ap.parse_args(argv)
+    name = "depth3-gp3-512" + ("-quick" if args.quick else "")
+    if args.render_only:
+        return render(Path(args.results), name)
     spec = presets.get(DATASET)
     out = Path(args.results)
-    name = "depth3-gp3-512" + ("-quick" if args.quick else "")
     table = rows(args.width, args.efficient)
     max_steps = 10 if args.quick else args.max_steps
     t0 = time.perf_counter()
@@ -102,21 +106,49 @@ def main(argv: list[str] | None = None) -> int:
         board.save(path)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [f"# Depth-3 baselines on {DATASET}", "", f"GPNet width {args.width}, 6 stages;"
-             f" seeds {report['seeds']}; scan {scan_s / 60:.1f} min, runs {grid_s / 60:.1f} min"
-             f" wall, {report['cpu_s'] / 3600:.2f} CPU-core hours in all. Command:"
-             f" `{report['command']}`.", "",
-             "| row | lr | steps | " + " | ".join(["Total", *spec.texture.level_names]) + " |",
-             "|:---|---:|---:|" + "---:|" * (1 + spec.texture.depth)]
+    text = markdown(report, _reading(out / f"{name}-reading.md"))
+    (out / f"{name}.md").write_text(text)
+    print(text)
+    return 0
+
+
+def _reading(path: Path) -> str | None:
+    """The maintainers' notes on the run, kept beside the results (if there are any)."""
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
+def markdown(report: dict[str, Any], reading: str | None = None) -> str:
+    """The report as Markdown: the rows (mean ± std over seeds per level), time, notes."""
+    spec = presets.get(DATASET)
+    levels = spec.texture.level_names
+    lines = [f"# Depth-3 baselines on {DATASET}", "", f"GPNet width {report['width']}, 6 stages;"
+             f" seeds {report['seeds']}; scan {report['scan_wall_s'] / 60:.1f} min, runs"
+             f" {report['grid_wall_s'] / 60:.1f} min wall, {report['cpu_s'] / 3600:.2f} CPU-core"
+             f" hours in all. Command: `{report['command']}`. Test accuracy in %, mean ± std over"
+             " seeds.", "",
+             "| row | lr | steps | " + " | ".join(["Total", *levels]) + " |",
+             "|:---|---:|---:|" + "---:|" * (1 + len(levels))]
     for label, runs in report["runs"].items():
-        sel = scan["selected"][label]
+        sel = report["selected"][label]
         cells = []
-        for key in ["accuracy", *[f"accuracy/{n}" for n in spec.texture.level_names]]:
+        for key in ["accuracy", *[f"accuracy/{n}" for n in levels]]:
             st = summary([r["test"][key] for r in runs])
             cells.append(f"{100 * st['mean']:.1f} ± {100 * st['std']:.1f}")
         lines.append(f"| {label} | {sel['lr']:g} | {sel['steps']} | " + " | ".join(cells) + " |")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if reading:
+        lines += ["", "## Notes", "", reading]
+    return "\n".join(lines) + "\n"
+
+
+def render(results: Path, name: str) -> int:
+    """Rewrite ``<name>.md`` from ``<name>.json`` and the notes (no training)."""
+    path = results / f"{name}.json"
+    if not path.is_file():
+        print(f"error: {path} does not exist; run the baselines first", file=sys.stderr)
+        return 2
+    report = json.loads(path.read_text(encoding="utf-8"))
+    (results / f"{name}.md").write_text(markdown(report, _reading(results / f"{name}-reading.md")))
+    print(f"rewrote {results / name}.md")
     return 0
 
 
