@@ -160,10 +160,26 @@ class _Dask:
             self.client.close()
 
 
-#: A local pool is started only when the work left, timed on the first tasks run in this
-#: process, exceeds this many seconds: starting one costs ~0.5-1 s (a forkserver importing
-#: numpy and pyFFTW, then each worker's FFT plans), and 2 workers can at best halve the rest.
-POOL_WORTH_S = 2.0
+#: What starting a local pool costs, in seconds of this run's wall time: a forkserver
+#: importing numpy, pyFFTW (and pyarrow for Parquet) while this process works on the same
+#: cores, then each worker's first FFT plans (~0.5 s to the first worker up, measured here).
+#: A pool is started only when the time it is expected to save is at least this
+#: (:func:`pool_saving`).
+POOL_START_S = 1.0
+#: Seconds of work this process times before it extrapolates to the work left: a first small
+#: task (a 4-image Parquet file) carries one-time costs (plans, file creation) that would make
+#: the rest look several times longer than it is.
+POOL_TIMED_S = 0.25
+
+
+def pool_saving(work_left_s: float, busy_cores: float, workers: int, cores: int) -> float:
+    """Seconds a pool of ``workers`` processes is expected to save on ``work_left_s`` seconds
+    of work that keeps ``busy_cores`` cores busy in one process (its write-behind thread
+    overlaps encoding with rendering: ~1.2 for Parquet). The pool's work takes
+    ``max(1 / workers, busy_cores / cores)`` of the time: the workers divide it, unless the
+    cores run out first."""
+    busy = max(1.0, busy_cores)
+    return work_left_s * (1.0 - max(1.0 / max(1, workers), busy / max(1, cores)))
 
 
 class _Pool:
@@ -252,10 +268,11 @@ def _ordered(executor: Any, writer: FormatWriter, tasks: Iterable[Task],
 
     Each task goes through ``writer.prepare`` just before it is submitted (it may wait for a
     free transfer slot). In-process each task runs just before its result is yielded. With a
-    local pool, this process runs the first tasks itself (``writer.inline``) and starts the
-    pool only when the work left, at the rate measured on them, exceeds ``POOL_WORTH_S``; it
-    goes on working while the pool's first worker comes up. So ``--workers`` never costs a
-    pool's start-up on a run too small to repay it."""
+    local pool, this process runs the first tasks itself (``writer.inline``), timing their
+    wall and CPU time, and starts the pool only when the time it is expected to save on the
+    work left (:func:`pool_saving`) is at least ``POOL_START_S``; it goes on working while the
+    pool's first worker comes up. So ``--workers`` never costs a pool's start-up on a run
+    too small to repay it."""
     prepare = getattr(writer, "prepare", lambda t: t)
     if isinstance(executor, _Inline):
         for task in tasks:
@@ -265,18 +282,21 @@ def _ordered(executor: Any, writer: FormatWriter, tasks: Iterable[Task],
     it = iter(tasks)
     if isinstance(executor, _Pool):
         # This process works through the tasks itself, timing them, until the work left says
-        # a pool pays (POOL_WORTH_S) and its first worker is up; a small run never starts one.
-        left, done, spent = sum(t.samples for t in tasks), 0, 0.0
+        # a pool pays (POOL_START_S) and its first worker is up; a small run never starts one.
+        left, done, spent, cpu = sum(t.samples for t in tasks), 0, 0.0, 0.0
         while not executor.ready():
             task = next(it, None)
             if task is None:
                 return
-            if done and spent / done * left > POOL_WORTH_S:
+            if done and spent >= POOL_TIMED_S and spent > 0 and pool_saving(
+                    spent / done * left, cpu / spent, executor.workers,
+                    cpu_count()) >= POOL_START_S:
                 executor.start()
             local = writer.inline(task)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             result = local.fn(*local.args)
             spent += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             done += task.samples
             left -= task.samples
             yield local, result
@@ -313,7 +333,7 @@ class GenerateResult:
         seconds: wall time of this run.
         fingerprint: the spec's fingerprint.
         workers: worker processes used: 1 when the run was too small to start a pool (see
-            ``POOL_WORTH_S``), else ``workers`` capped at the number of work units.
+            ``POOL_START_S``), else ``workers`` capped at the number of work units.
     """
 
     paths: dict[str, Path] = field(default_factory=dict)

@@ -500,7 +500,8 @@ def test_huge_worker_counts_are_capped(tmp_path, capsys, monkeypatch):
                          "hf", "--rows-per-file", "8", "--workers", str(10**20), "--no-progress")
     assert code == 0, err
     assert "one process: too little work" in out and "warning" not in err
-    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # start a pool for any run
+    monkeypatch.setattr(generation, "POOL_START_S", 0.0)  # start a pool for any run
+    monkeypatch.setattr(generation, "POOL_TIMED_S", 0.0)
     code, out, err = run(capsys, "generate", "tiny", "--out", str(tmp_path / "b"), "--format",
                          "hf", "--rows-per-file", "8", "--workers", str(10**20), "--no-progress")
     assert code == 0, err

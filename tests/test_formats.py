@@ -24,7 +24,8 @@ def test_a_new_format_works_everywhere(tmp_path, npz, workers, capsys, monkeypat
     verify use only the interface."""
     from gptextures import generation
 
-    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # a pool even for this small run
+    monkeypatch.setattr(generation, "POOL_START_S", 0.0)  # a pool even for this small run
+    monkeypatch.setattr(generation, "POOL_TIMED_S", 0.0)
     res = generate(SPEC, tmp_path, formats="npz", workers=workers)
     assert res.workers == workers
     path = res.paths["npz"]

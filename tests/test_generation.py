@@ -69,7 +69,8 @@ def test_two_worker_processes_are_byte_identical(tmp_path, single, monkeypatch, 
     from gptextures.io.hdf5 import writer
 
     monkeypatch.setattr(writer, "POOL_TRANSPORT", transport)
-    monkeypatch.setattr(generation, "POOL_WORTH_S", 0.0)  # a pool even for this small run
+    monkeypatch.setattr(generation, "POOL_START_S", 0.0)  # a pool even for this small run
+    monkeypatch.setattr(generation, "POOL_TIMED_S", 0.0)
     res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
     assert res.workers == 2
     assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
@@ -255,3 +256,18 @@ def test_interrupt_while_rendering_leaves_a_resumable_file(tmp_path, monkeypatch
     res = generate(ODD, out)
     assert res.resumed == done
     assert_same_file(res.paths["hdf5"], clean)
+
+
+def test_a_pool_is_started_only_when_it_is_expected_to_save_its_start():
+    """2 workers on 2 cores: work that keeps 1.2 cores busy in one process (Parquet: rendering
+    overlapped with encoding) can at best take 1.2/2 of its time in a pool, so 2 s of it saves
+    0.8 s, less than a pool's start (POOL_START_S); 9 s saves 3.6 s."""
+    from gptextures.generation import POOL_START_S, pool_saving
+
+    assert pool_saving(2.0, 1.2, 2, 2) == pytest.approx(0.8)
+    assert pool_saving(2.0, 1.2, 2, 2) < POOL_START_S <= pool_saving(9.0, 1.2, 2, 2)
+    # one busy core: 2 workers halve the work; more workers than cores do not help beyond them
+    assert pool_saving(4.0, 1.0, 2, 2) == pytest.approx(2.0)
+    assert pool_saving(4.0, 1.0, 8, 2) == pytest.approx(2.0)
+    assert pool_saving(4.0, 1.0, 4, 16) == pytest.approx(3.0)
+    assert pool_saving(4.0, 2.0, 2, 2) == 0.0  # the cores are already full

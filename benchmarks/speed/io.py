@@ -419,8 +419,8 @@ def main(argv: list[str] | None = None) -> dict:
         # --quick, which uses the 32 images above.
         # Each run is the command itself in a fresh process, as a user runs it: interpreter
         # start, imports and (with workers) starting the pool are all in the time. Besides
-        # golkar2018, HDF5 on 4x as many images of its texture ("large": 800 images, ~3 s of
-        # rendering), a run long enough for `generate` to start its worker pool.
+        # golkar2018, HDF5 and HF on 4x as many images of its texture ("large": 800 images,
+        # ~3 s of rendering), a run long enough for `generate` to start its worker pool.
         large = DatasetSpec(name="io-bench-large", version="1", texture=full.texture,
                             splits={"train": 50 if args.quick else 200}, seed=1)
         specs = {"": full, "large_": large}
@@ -442,7 +442,9 @@ def main(argv: list[str] | None = None) -> dict:
         e2e = {"hdf5_1": command("", "hdf5", 1), "hdf5_2": command("", "hdf5", 2),
                "hf_1": command("", "hf", 1), "hf_2": command("", "hf", 2),
                "large_hdf5_1": command("large_", "hdf5", 1),
-               "large_hdf5_2": command("large_", "hdf5", 2)}
+               "large_hdf5_2": command("large_", "hdf5", 2),
+               "large_hf_1": command("large_", "hf", 1),
+               "large_hf_2": command("large_", "hf", 2)}
         per_round: dict[str, list[float]] = {k: [] for k in e2e}
 
         def e2e_run(key: str) -> Callable[[], tuple[float, float]]:
@@ -459,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["end_to_end_dataset"] = full.name
         res["end_to_end_images"] = sum(full.num_samples(s) for s in full.splits)
         res["end_to_end_large_images"] = large.num_samples("train")
-        for fmt in ("hdf5", "hf", "large_hdf5"):
+        for fmt in ("hdf5", "hf", "large_hdf5", "large_hf"):
             ratios = [a / b for a, b in zip(per_round[f"{fmt}_1"], per_round[f"{fmt}_2"])]
             res[f"generate_{fmt}_1_worker_s"] = best_e2e[f"{fmt}_1"][0]
             res[f"generate_{fmt}_2_workers_s"] = best_e2e[f"{fmt}_2"][0]
@@ -601,6 +603,12 @@ def render_md(r: dict) -> str:
         f" {r['generate_large_hdf5_1_worker_s']:.2f} s;"
         f" {_pools(r['end_to_end_large_hdf5_pool_started'])}) | >= 1x |"
         f" {ok(r['end_to_end_large_hdf5_scaling_1_to_2_workers'] >= 1)} |",
+        f"| **same, HF folder, {r['end_to_end_large_images']} images, paired** |"
+        f" **{r['end_to_end_large_hf_scaling_1_to_2_workers']:.2f}x** (per round:"
+        f" {_spread(r['end_to_end_large_hf_scaling_per_round'])}; 1 worker"
+        f" {r['generate_large_hf_1_worker_s']:.2f} s;"
+        f" {_pools(r['end_to_end_large_hf_pool_started'])}) | >= 1x |"
+        f" {ok(r['end_to_end_large_hf_scaling_1_to_2_workers'] >= 1)} |",
         f"| **the machine's own 1 -> 2 process scaling, same run: arithmetic / memory"
         f" streaming** | **{own['alu']:.2f}x / {own['memory']:.2f}x** before,"
         f" {after['alu']:.2f}x / {after['memory']:.2f}x after the paired rows | | |",
