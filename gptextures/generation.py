@@ -2,15 +2,18 @@
 
 Every sample is independent and seeded by (dataset seed, split, index), so the work splits
 into units any worker can do. Each format's writer (:mod:`gptextures.io.formats`) says what
-the units are and takes their results back in order: HDF5 renders blocks of images that the
-one writing process stores (workers hand them over through a memory-mapped scratch file,
-:mod:`gptextures.io.slots`); the Hugging Face folder's workers write whole Parquet files.
+the units are and takes their results back in order: HDF5 renders and checksums blocks of
+images that the one writing process stores (worker processes hand them over through a
+memory-mapped scratch file, :mod:`gptextures.io.slots`); the Hugging Face folder's workers
+write whole Parquet files.
 Output bytes do not depend on the number of workers, on shards (``shard=(i, n)`` writes the
 ``i``-th contiguous part of every split; see :func:`merge`) or on resumes.
 
-Executors: in-process (``workers=1``), a process pool (``workers > 1``, ``forkserver``/``spawn``
-start method, never ``fork``), or a ``dask.distributed.Client`` (``client=`` or ``scheduler=``
-address); for the HF format Dask workers must see the output folder (shared filesystem).
+Executors: in-process (``workers=1``); ``workers > 1`` threads of this process, joined by a
+pool of worker processes (``forkserver``/``spawn`` start method, never ``fork``) only when the
+timed work left says the pool repays its start; or a ``dask.distributed.Client``
+(``client=`` or ``scheduler=`` address); for the HF format Dask workers must see the output
+folder (shared filesystem).
 
 Worker processes stop with their parent: an interrupted run (Ctrl-C, or SIGTERM/SIGHUP through
 the command line) stops them before it returns, and a parent killed outright (``kill -9``)
@@ -160,26 +163,30 @@ class _Dask:
             self.client.close()
 
 
-#: What starting a local pool costs, in seconds of this run's wall time: a forkserver
-#: importing numpy, pyFFTW (and pyarrow for Parquet) while this process works on the same
-#: cores, then each worker's first FFT plans (~0.5 s to the first worker up, measured here).
-#: A pool is started only when the time it is expected to save is at least this
-#: (:func:`pool_saving`).
+#: What starting a local pool of worker processes costs, in seconds of this run's wall time:
+#: a forkserver importing numpy, pyFFTW (and pyarrow for Parquet) while this process works on
+#: the same cores, then each worker's first FFT plans (~0.5 s to the first worker up, measured
+#: here). Threads cost nothing to start, so ``--workers N`` begins with N threads and starts a
+#: pool only when the time it is expected to save is at least this (:func:`pool_saving`).
 POOL_START_S = 1.0
-#: Seconds of work this process times before it extrapolates to the work left: a first small
-#: task (a 4-image Parquet file) carries one-time costs (plans, file creation) that would make
-#: the rest look several times longer than it is.
+#: Local workers begin as threads of this process. False sends every task to worker
+#: processes (the io benchmark and the tests set it to measure and check them).
+LOCAL_THREADS = True
+#: Seconds of work the threads are timed for before extrapolating to the work left: the first
+#: tasks carry one-time costs (FFT plans, file creation) that would make the rest look longer
+#: than it is.
 POOL_TIMED_S = 0.25
 
 
 def pool_saving(work_left_s: float, busy_cores: float, workers: int, cores: int) -> float:
     """Seconds a pool of ``workers`` processes is expected to save on ``work_left_s`` seconds
-    of work that keeps ``busy_cores`` cores busy in one process (its write-behind thread
-    overlaps encoding with rendering: ~1.2 for Parquet). The pool's work takes
-    ``max(1 / workers, busy_cores / cores)`` of the time: the workers divide it, unless the
-    cores run out first."""
-    busy = max(1.0, busy_cores)
-    return work_left_s * (1.0 - max(1.0 / max(1, workers), busy / max(1, cores)))
+    of work (at the speed measured so far) during which this process keeps ``busy_cores`` cores
+    busy (its threads and write-behind threads together; CPU time over wall time). The same
+    work spread over every usable core (``min(workers, cores)``) would take
+    ``busy_cores / min(workers, cores)`` of the time: nothing is saved when the threads already
+    fill the cores (never negative)."""
+    usable = max(1, min(workers, cores))
+    return max(0.0, work_left_s * (1.0 - max(1.0, busy_cores) / usable))
 
 
 class _Pool:
@@ -199,9 +206,6 @@ class _Pool:
         """Make the pool and bring its first worker up in the background."""
         if self.pool is not None:
             return
-        if self.workers > cpu_count():
-            warnings.warn(f"workers: {self.workers} worker processes on {cpu_count()} CPUs; more"
-                          " workers than CPUs only adds overhead", stacklevel=2)
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if ctx.get_start_method() == "forkserver":  # import numpy/pyFFTW once, not per worker
@@ -238,6 +242,36 @@ class _Pool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _Local:
+    """``--workers N`` on this machine: N threads of this process (nothing to start: rendering,
+    checksums and Parquet encoding release the GIL), joined by N worker processes
+    (:class:`_Pool`) when :func:`_ordered`'s timing says a pool repays its start."""
+
+    kind = "pool"
+
+    def __init__(self, workers: int, preload: Sequence[str]):
+        self.workers = workers
+        self.threads = cf.ThreadPoolExecutor(workers, thread_name_prefix="gptextures-worker")
+        self.processes = _Pool(workers, preload)
+        self.ran = {"threads": 0, "worker processes": 0}  # tasks submitted to each
+
+    def describe(self) -> str:
+        """How the tasks ran: ``"N threads"``, ``"N worker processes"`` or both."""
+        return ", then ".join(f"{self.workers} {k}" for k, v in self.ran.items() if v) \
+            or f"{self.workers} threads"
+
+    def submit(self, fn: Any, *args: Any) -> cf.Future:
+        return self.processes.submit(fn, *args)
+
+    def shutdown(self, interrupted: bool = False) -> None:
+        """Stop the workers: running threads finish their task (a block, or one Parquet
+        file), waiting ones are cancelled; worker processes stop at once when interrupted."""
+        try:
+            self.threads.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self.processes.shutdown(interrupted)
+
+
 def _preload(formats: Iterable[str]) -> list[str]:
     """Modules a worker pool imports once, before forking its workers: what the formats' tasks
     need, and pyFFTW when it renders (importing it takes ~0.2-0.7 s)."""
@@ -262,17 +296,48 @@ def _dask_client(scheduler: str) -> Any:
             " the scheduler is running") from None
 
 
+class _Timing:
+    """Wall and CPU time of this process since the first threaded task, and the samples of
+    the threaded tasks finished since: what :func:`pool_saving` extrapolates from."""
+
+    def __init__(self) -> None:
+        self.wall0 = self.cpu0 = None
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def started(self, fut: cf.Future, samples: int) -> None:
+        if self.wall0 is None:
+            self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        fut.add_done_callback(lambda _f: self._finished(samples))
+
+    def _finished(self, samples: int) -> None:
+        with self._lock:
+            self.done += samples
+
+    def pool_pays(self, left: int, workers: int) -> bool:
+        """Whether a pool of ``workers`` processes is expected to save at least
+        ``POOL_START_S`` on the ``left`` samples not yet submitted."""
+        if self.wall0 is None or not self.done:
+            return False
+        wall = time.perf_counter() - self.wall0
+        if wall < POOL_TIMED_S or wall <= 0:
+            return False
+        busy = (time.process_time() - self.cpu0) / wall
+        return pool_saving(wall / self.done * left, busy, workers, cpu_count()) >= POOL_START_S
+
+
 def _ordered(executor: Any, writer: FormatWriter, tasks: Iterable[Task],
              window: int) -> Iterator[tuple[Task, Any]]:
     """Submit tasks with at most ``window`` in flight; yield ``(task, result)`` in order.
 
-    Each task goes through ``writer.prepare`` just before it is submitted (it may wait for a
-    free transfer slot). In-process each task runs just before its result is yielded. With a
-    local pool, this process runs the first tasks itself (``writer.inline``), timing their
-    wall and CPU time, and starts the pool only when the time it is expected to save on the
-    work left (:func:`pool_saving`) is at least ``POOL_START_S``; it goes on working while the
-    pool's first worker comes up. So ``--workers`` never costs a pool's start-up on a run
-    too small to repay it."""
+    In-process (:class:`_Inline`) each task runs just before its result is yielded. Locally
+    (:class:`_Local`) tasks run on this process's threads (``writer.threaded`` says how) while
+    the run is timed; a pool of worker processes is started only when the time it is expected
+    to save on the work left (:func:`pool_saving`) is at least ``POOL_START_S``, and takes the
+    tasks submitted once its first worker is up. So ``--workers`` never costs a pool's start on
+    a run too small to repay it, nor on a machine whose cores the threads already fill. Tasks
+    for worker processes go through ``writer.prepare`` (it may wait for a free transfer slot).
+    """
     prepare = getattr(writer, "prepare", lambda t: t)
     if isinstance(executor, _Inline):
         for task in tasks:
@@ -280,34 +345,30 @@ def _ordered(executor: Any, writer: FormatWriter, tasks: Iterable[Task],
         return
     tasks = list(tasks)
     it = iter(tasks)
-    if isinstance(executor, _Pool):
-        # This process works through the tasks itself, timing them, until the work left says
-        # a pool pays (POOL_START_S) and its first worker is up; a small run never starts one.
-        left, done, spent, cpu = sum(t.samples for t in tasks), 0, 0.0, 0.0
-        while not executor.ready():
-            task = next(it, None)
-            if task is None:
-                return
-            if done and spent >= POOL_TIMED_S and spent > 0 and pool_saving(
-                    spent / done * left, cpu / spent, executor.workers,
-                    cpu_count()) >= POOL_START_S:
-                executor.start()
-            local = writer.inline(task)
-            t0, c0 = time.perf_counter(), time.process_time()
-            result = local.fn(*local.args)
-            spent += time.perf_counter() - t0
-            cpu += time.process_time() - c0
-            done += task.samples
-            left -= task.samples
-            yield local, result
+    left = sum(t.samples for t in tasks)
+    timing = _Timing()
     pending: deque = deque()
 
     def submit_next() -> bool:
+        nonlocal left
         task = next(it, None)
         if task is None:
             return False
-        task = prepare(task)
-        pending.append((task, executor.submit(task.fn, *task.args)))
+        left -= task.samples
+        if isinstance(executor, _Local) and LOCAL_THREADS and not executor.processes.ready():
+            if executor.processes.pool is None and timing.pool_pays(left + task.samples,
+                                                                    executor.workers):
+                executor.processes.start()
+            task = writer.threaded(task)
+            fut = executor.threads.submit(task.fn, *task.args)
+            timing.started(fut, task.samples)
+            executor.ran["threads"] += 1
+        else:
+            task = prepare(task)
+            fut = executor.submit(task.fn, *task.args)
+            if isinstance(executor, _Local):
+                executor.ran["worker processes"] += 1
+        pending.append((task, fut))
         return True
 
     while len(pending) < window and submit_next():
@@ -332,8 +393,11 @@ class GenerateResult:
         bytes: size on disk of the outputs.
         seconds: wall time of this run.
         fingerprint: the spec's fingerprint.
-        workers: worker processes used: 1 when the run was too small to start a pool (see
-            ``POOL_START_S``), else ``workers`` capped at the number of work units.
+        workers: workers used: ``workers`` capped at the number of work units.
+        executor: how they ran: ``"this process"``, ``"N threads"`` (of this process),
+            ``"N threads, then N worker processes"`` (a pool was started: see
+            ``POOL_START_S``), ``"N worker processes"`` (``LOCAL_THREADS`` off) or
+            ``"Dask (N worker threads)"``.
     """
 
     paths: dict[str, Path] = field(default_factory=dict)
@@ -344,6 +408,7 @@ class GenerateResult:
     seconds: float = 0.0
     fingerprint: str = ""
     workers: int = 1
+    executor: str = "this process"
 
     @property
     def images_per_second(self) -> float:
@@ -380,8 +445,9 @@ def generate(
         spec: the dataset.
         out_dir: output directory (created); see :func:`output_paths` for file names.
         formats: ``"hdf5"``, ``"hf"`` or both (``"hdf5,hf"``).
-        workers: worker processes (``1``: this process); capped at the number of work units,
-            with a warning above the number of CPUs.
+        workers: workers (``1``: this process alone): threads of this process, joined by
+            worker processes when timing says they repay their start (``POOL_START_S``);
+            capped at the number of work units, with a warning above the number of CPUs.
         shard: ``"I/N"`` or ``(I, N)``: write the ``I``-th contiguous part of every split.
         splits: splits to write (default: all).
         overwrite: replace complete outputs (the old one stays until the new one is complete)
@@ -450,15 +516,10 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
          scheduler: str | None, progress: bool, result: GenerateResult) -> None:
     writers: dict[str, FormatWriter] = {}
     executor: Any = None
-    interrupted = False
     try:
         if client is not None or scheduler is not None:  # reach the cluster before any file
             executor = _Dask(client, own=False) if client is not None \
                 else _Dask(_dask_client(scheduler), own=True)  # type: ignore[arg-type]
-        elif workers > 1:  # started by _ordered when the work is worth it
-            samples = sum(b - a for a, b in (shard_range(spec.num_samples(s), shard)
-                                             for s in splits))
-            executor = _Pool(max(1, min(workers, samples)), _preload(paths))
         for f, p in paths.items():
             try:
                 writers[f] = get_format(f).open_writer(p, spec, splits=splits, shard=shard,
@@ -473,21 +534,29 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
                 n = workers
         else:
             units = max(len(w.tasks("pool", workers)) for w in writers.values())
-            n = max(1, min(workers, units))
-            if n == 1 and executor is not None:  # too little work to share
-                executor.shutdown()
-                executor = None
-            executor = executor or _Inline()
+            n = max(1, min(workers, units))  # more workers than work units would idle
+            if n > cpu_count():
+                warnings.warn(f"workers: {n} workers on {cpu_count()} CPUs; more workers than"
+                              " CPUs only adds overhead", stacklevel=3)
+            executor = _Local(n, _preload(paths)) if n > 1 else _Inline()
         for f, writer in writers.items():
             try:
                 _write(spec, f, writer, executor, n, progress, result)
             except OSError as exc:
                 raise write_error(exc, writer.path) from exc
-        used = not isinstance(executor, (_Pool, _Inline)) or \
-            (isinstance(executor, _Pool) and executor.pool is not None)
-        result.workers = n if used else 1
+        result.workers = n
+        if isinstance(executor, _Local):
+            result.executor = executor.describe()
+        elif isinstance(executor, _Dask):
+            result.executor = f"Dask ({n} worker threads)"
     except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
+        # Stop the workers first: nothing may still write into an output once its writer has
+        # closed it and released its lock.
+        if executor is not None:
+            try:
+                executor.shutdown(interrupted=isinstance(exc, KeyboardInterrupt))
+            finally:
+                executor = None
         for w in writers.values():
             try:
                 w.close()
@@ -496,7 +565,7 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
         raise
     finally:
         if executor is not None:
-            executor.shutdown(interrupted=interrupted)
+            executor.shutdown()
 
 
 def _write(spec: DatasetSpec, fmt: str, writer: FormatWriter, executor: Any, workers: int,

@@ -18,14 +18,15 @@ def npz(monkeypatch):
     monkeypatch.setitem(formats._REGISTRY, "npz", "tests.npz_format")  # the one line
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, "2 threads", "2 processes"])
 def test_a_new_format_works_everywhere(tmp_path, npz, workers, capsys, monkeypatch):
-    """Generation (in process and in worker processes), loading, the torch dataset, info and
-    verify use only the interface."""
+    """Generation (in process, on threads and in worker processes), loading, the torch
+    dataset, info and verify use only the interface."""
     from gptextures import generation
 
-    monkeypatch.setattr(generation, "POOL_START_S", 0.0)  # a pool even for this small run
-    monkeypatch.setattr(generation, "POOL_TIMED_S", 0.0)
+    if workers == "2 processes":  # every task to worker processes, even for this small run
+        monkeypatch.setattr(generation, "LOCAL_THREADS", False)
+    workers = 1 if workers == 1 else 2
     res = generate(SPEC, tmp_path, formats="npz", workers=workers)
     assert res.workers == workers
     path = res.paths["npz"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import time
 
 import pytest
 
@@ -63,19 +64,50 @@ def test_single_run_summary(single):
 
 @pytest.mark.parametrize("transport", ["slot", "chunks"])
 def test_two_worker_processes_are_byte_identical(tmp_path, single, monkeypatch, transport):
-    """Workers hand HDF5 blocks back through the mapped scratch file (or, compared in the io
-    benchmark, pickled through the pool's pipes): the same bytes either way."""
+    """Worker processes hand HDF5 blocks back through the mapped scratch file (or, compared in
+    the io benchmark, pickled through the pool's pipes): the same bytes either way."""
     from gptextures import generation
     from gptextures.io.hdf5 import writer
 
     monkeypatch.setattr(writer, "POOL_TRANSPORT", transport)
-    monkeypatch.setattr(generation, "POOL_START_S", 0.0)  # a pool even for this small run
-    monkeypatch.setattr(generation, "POOL_TIMED_S", 0.0)
+    monkeypatch.setattr(generation, "LOCAL_THREADS", False)  # no task on threads
     res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
-    assert res.workers == 2
+    assert res.workers == 2 and res.executor == "2 worker processes"
     assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     _same_hf(res.paths["hf"], single.paths["hf"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd-hf", "odd.h5"]  # no scratch
+
+
+def test_two_threads_are_byte_identical(tmp_path, single):
+    """A run too small to repay starting worker processes runs on threads of this process."""
+    res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
+    assert res.workers == 2 and res.executor == "2 threads"
+    assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
+    _same_hf(res.paths["hf"], single.paths["hf"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd-hf", "odd.h5"]
+
+
+_REAL_RENDER_BLOCK = blocks_mod.render_block
+
+
+def _slow_render_block(*args):
+    """``render_block``, slow enough for a pool to come up while blocks remain (module-level:
+    worker processes unpickle it by name and import this module's real ``render_block``)."""
+    time.sleep(0.6)
+    return _REAL_RENDER_BLOCK(*args)
+
+
+def test_threads_then_worker_processes_are_byte_identical(tmp_path, single, monkeypatch):
+    """Tasks go to threads until the worker processes started mid-run are up, then to them:
+    the bytes do not depend on which ran what."""
+    from gptextures import generation
+
+    monkeypatch.setattr(generation, "POOL_START_S", 0.0)  # start the pool at the first timing
+    monkeypatch.setattr(generation, "POOL_TIMED_S", 0.0)
+    monkeypatch.setattr(blocks_mod, "render_block", _slow_render_block)
+    res = generate(ODD, tmp_path, formats="hdf5", workers=2)
+    assert res.executor == "2 threads, then 2 worker processes"
+    assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
 
 
 def test_shards_then_merge_are_byte_identical(tmp_path, single):
@@ -258,16 +290,64 @@ def test_interrupt_while_rendering_leaves_a_resumable_file(tmp_path, monkeypatch
     assert_same_file(res.paths["hdf5"], clean)
 
 
+@pytest.mark.parametrize("fmt", ["hdf5", "hf"])
+def test_interrupt_with_worker_threads_leaves_a_resumable_output(tmp_path, single, monkeypatch,
+                                                                 fmt):
+    """Ctrl-C while 2 worker threads work: generate waits for them (none is left running, so
+    nothing writes into the output once its lock is released), the partial output is kept and
+    a rerun finishes it with the bytes of an uninterrupted run."""
+    import threading
+
+    from gptextures.io import hf as hfio
+
+    writer_cls = h5io.HDF5Writer if fmt == "hdf5" else hfio.HFWriter
+    real_accept = writer_cls.accept
+    calls = {"n": 0}
+
+    def accept(self, task, result):  # runs in the main thread, as a signal handler would
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_accept(self, task, result)
+
+    monkeypatch.setattr(writer_cls, "accept", accept)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        generate(ODD, out, formats=fmt, workers=2, rows_per_file=1)
+    assert not [t for t in threading.enumerate() if t.name.startswith("gptextures-worker")]
+    path = output_paths(ODD, out, fmt)[fmt]
+    assert not path.exists() and not (out / (path.name + ".lock")).exists()
+    partial = out / (path.name + ".partial")
+    if fmt == "hdf5":
+        with h5io.HDF5Dataset(partial, allow_incomplete=True) as ds:
+            kept = ds.written("train") + ds.written("test")
+    else:  # one row per file: the finished files
+        kept = len(list((partial / "data").glob("*.parquet")))
+    monkeypatch.undo()
+    res = generate(ODD, out, formats=fmt, workers=2, rows_per_file=1)
+    total = sum(ODD.num_samples(s) for s in ODD.splits)
+    assert res.resumed == kept and res.generated == total - kept
+    if fmt == "hdf5":
+        assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
+    else:
+        clean = generate(ODD, tmp_path / "clean", formats="hf", rows_per_file=1)
+        _same_hf(res.paths["hf"], clean.paths["hf"])
+
+
 def test_a_pool_is_started_only_when_it_is_expected_to_save_its_start():
-    """2 workers on 2 cores: work that keeps 1.2 cores busy in one process (Parquet: rendering
-    overlapped with encoding) can at best take 1.2/2 of its time in a pool, so 2 s of it saves
-    0.8 s, less than a pool's start (POOL_START_S); 9 s saves 3.6 s."""
+    """The threads of ``--workers`` keep ``busy`` cores busy (CPU time over wall time); worker
+    processes could at best spread the same work over ``min(workers, cores)`` cores, so they
+    save ``left * (1 - busy / min(workers, cores))`` seconds of the ``left`` still to do."""
     from gptextures.generation import POOL_START_S, pool_saving
 
-    assert pool_saving(2.0, 1.2, 2, 2) == pytest.approx(0.8)
-    assert pool_saving(2.0, 1.2, 2, 2) < POOL_START_S <= pool_saving(9.0, 1.2, 2, 2)
-    # one busy core: 2 workers halve the work; more workers than cores do not help beyond them
+    # threads held back by the GIL (one busy core): 2 processes on 2 cores halve what is left
     assert pool_saving(4.0, 1.0, 2, 2) == pytest.approx(2.0)
+    assert pool_saving(1.5, 1.0, 2, 2) < POOL_START_S <= pool_saving(2.0, 1.0, 2, 2)
+    # threads that keep 1.6 of 2 cores busy: 2 s left saves 0.4 s, less than a pool's start
+    assert pool_saving(2.0, 1.6, 2, 2) == pytest.approx(0.4)
+    assert pool_saving(2.0, 1.6, 2, 2) < POOL_START_S
+    assert pool_saving(4.0, 2.0, 2, 2) == 0.0  # the threads already fill the cores
+    assert pool_saving(4.0, 2.3, 2, 2) == 0.0  # never negative
+    # more workers than cores help no more than the cores; 16 cores, 4 of them busy
     assert pool_saving(4.0, 1.0, 8, 2) == pytest.approx(2.0)
-    assert pool_saving(4.0, 1.0, 4, 16) == pytest.approx(3.0)
-    assert pool_saving(4.0, 2.0, 2, 2) == 0.0  # the cores are already full
+    assert pool_saving(10.0, 4.0, 16, 16) == pytest.approx(7.5)

@@ -6,9 +6,10 @@ All ratios are measured in the same run, on the same machine, on golkar2018-size
 generation alone vs generation + HDF5, runs round-robin, ``2 * repeats - 1`` rounds, so that
 bursts of load on a shared machine hit both alike).
 
-``gptextures generate golkar2018`` with 1 and with 2 worker processes, end to end (each run a
-fresh process: interpreter start, imports and starting the pool included), runs round-robin
-too, for HDF5 and for the HF folder, in the same run as the machine's own
+``gptextures generate golkar2018`` (and 800 images of its texture) with ``--workers 1`` and
+``--workers 2``, end to end (each run a fresh process: interpreter start, imports and starting
+the workers included), runs in paired rounds with the order alternated, for HDF5 and for the
+HF folder, in the same run as the machine's own
 1 -> 2 process scaling (the same pure-Python arithmetic or numpy memory streaming alone and in
 two processes at once): the ceiling any 2-process program has here.
 
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 import gptextures
-from gptextures import DatasetSpec, presets
+from gptextures import DatasetSpec, generation, presets
 from gptextures.fft import backend_name
 from gptextures.generation import generate
 from gptextures.io import hdf5 as h5io
@@ -118,6 +119,20 @@ def wall_cpu(fn: Callable[[], object]) -> Callable[[], tuple[float, float]]:
         fn()
         return time.perf_counter() - t, time.process_time() - c
     return run
+
+
+def geometric_mean(ratios: list[float]) -> float:
+    """Geometric mean of paired ratios (a ratio and its inverse cancel)."""
+    return float(np.exp(np.mean(np.log(ratios))))
+
+
+def geometric_ci95(ratios: list[float]) -> tuple[float, float]:
+    """95% t interval of the geometric mean of paired ratios (from the logs)."""
+    from scipy import stats
+
+    logs = np.log(ratios)
+    half = stats.t.ppf(0.975, len(logs) - 1) * np.std(logs, ddof=1) / np.sqrt(len(logs))
+    return float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
 
 
 def round_robin(fns: dict[str, Callable[[], tuple[float, float]]], rounds: int
@@ -386,15 +401,26 @@ def main(argv: list[str] | None = None) -> dict:
         def transport(mode: str) -> Callable[[], tuple[float, float]]:
             def run() -> tuple[float, float]:
                 h5writer.POOL_TRANSPORT = mode
+                generation.LOCAL_THREADS = False  # every block to the worker processes
                 try:
                     t, c, d = timed_fresh(lambda d: generate(full, d, workers=2), tmp)
                 finally:
                     h5writer.POOL_TRANSPORT = "slot"
+                    generation.LOCAL_THREADS = True
                 shutil.rmtree(d)
                 return t, c
             return run
 
-        generate(spec, tmp / "warm", workers=2)  # start the pool's forkserver outside the timing
+        def threads() -> tuple[float, float]:
+            t, c, d = timed_fresh(lambda d: generate(full, d, workers=2), tmp)
+            shutil.rmtree(d)
+            return t, c
+
+        generation.LOCAL_THREADS = False  # start the pool's forkserver outside the timing
+        try:
+            generate(spec, tmp / "warm", workers=2)
+        finally:
+            generation.LOCAL_THREADS = True
         shutil.rmtree(tmp / "warm")
 
         def one_process() -> tuple[float, float]:
@@ -402,31 +428,32 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(d)
             return t, c
 
-        pairs: dict[str, list[float]] = {"slot": [], "pipe": [], "one": []}
-        fns = {"one": one_process, "slot": transport("slot"), "pipe": transport("chunks")}
+        pairs: dict[str, list[float]] = {"slot": [], "pipe": [], "one": [], "threads": []}
+        fns = {"one": one_process, "slot": transport("slot"), "pipe": transport("chunks"),
+               "threads": threads}
         for _ in range(max(repeats, 5)):
             for key, fn in fns.items():
                 pairs[key].append(fn()[0])
         res["hdf5_2_workers_slots_s"] = min(pairs["slot"])
         res["hdf5_2_workers_pipes_s"] = min(pairs["pipe"])
         res["hdf5_1_process_warm_s"] = min(pairs["one"])
+        res["hdf5_2_threads_warm_s"] = min(pairs["threads"])
         res["hdf5_transport_pipe_over_slot_per_round"] = [
             b / a for a, b in zip(pairs["slot"], pairs["pipe"])]
 
-        # `gptextures generate golkar2018` end to end (pool start included), 1 vs 2 workers,
-        # paired: each round runs all four once, so every ratio compares runs made seconds
-        # apart. The whole preset (204 images; its HF folder has 5 Parquet files) unless
-        # --quick, which uses the 32 images above.
+        # `gptextures generate golkar2018` end to end, 1 vs 2 workers, paired: every ratio
+        # compares two runs made back to back. The whole preset (204 images; its HF folder has
+        # 5 Parquet files) unless --quick, which uses the 32 images above.
         # Each run is the command itself in a fresh process, as a user runs it: interpreter
-        # start, imports and (with workers) starting the pool are all in the time. Besides
-        # golkar2018, HDF5 and HF on 4x as many images of its texture ("large": 800 images,
-        # ~3 s of rendering), a run long enough for `generate` to start its worker pool.
+        # start, imports and (with workers) starting threads or worker processes are all in
+        # the time. Besides golkar2018, HDF5 and HF on 4x as many images of its texture
+        # ("large": 800 images, ~3 s of rendering alone).
         large = DatasetSpec(name="io-bench-large", version="1", texture=full.texture,
                             splits={"train": 50 if args.quick else 200}, seed=1)
         specs = {"": full, "large_": large}
         for key, sp in specs.items():
             (tmp / f"{key}spec.json").write_text(sp.to_json())
-        pools: dict[str, list[bool]] = {}
+        ran: dict[str, list[str]] = {}
 
         def command(key: str, fmt: str, workers: int) -> Callable[[Path], object]:
             def run(d: Path) -> None:
@@ -434,41 +461,45 @@ def main(argv: list[str] | None = None) -> dict:
                                       str(tmp / f"{key}spec.json"), "--out", str(d), "--format",
                                       fmt, "--workers", str(workers), "--no-progress"],
                                      check=True, capture_output=True, text=True).stdout
-                if workers > 1:  # did this run start its worker processes?
-                    pools.setdefault(f"{key}{fmt}", []).append(
-                        f"{workers} worker processes" in out)
+                if workers > 1:  # how its workers ran, from the summary line
+                    line = next(x for x in out.splitlines() if "images in" in x)
+                    how = line.split("on disk, ")[1] if "on disk, " in line else \
+                        "this process (one work unit)"
+                    ran.setdefault(f"{key}{fmt}", []).append(how)
             return run
 
-        e2e = {"hdf5_1": command("", "hdf5", 1), "hdf5_2": command("", "hdf5", 2),
-               "hf_1": command("", "hf", 1), "hf_2": command("", "hf", 2),
-               "large_hdf5_1": command("large_", "hdf5", 1),
-               "large_hdf5_2": command("large_", "hdf5", 2),
-               "large_hf_1": command("large_", "hf", 1),
-               "large_hf_2": command("large_", "hf", 2)}
+        workloads = ("hdf5", "hf", "large_hdf5", "large_hf")
+        e2e = {f"{w}_{k}": command("large_" if w.startswith("large_") else "",
+                                   w.removeprefix("large_"), k)
+               for w in workloads for k in (1, 2)}
         per_round: dict[str, list[float]] = {k: [] for k in e2e}
 
-        def e2e_run(key: str) -> Callable[[], tuple[float, float]]:
-            def run() -> tuple[float, float]:
-                t, c, d = timed_fresh(e2e[key], tmp)
-                shutil.rmtree(d)
-                per_round[key].append(t)
-                return t, c
-            return run
+        def e2e_run(key: str) -> None:
+            t, _c, d = timed_fresh(e2e[key], tmp)
+            shutil.rmtree(d)
+            per_round[key].append(t)
 
-        rounds = max(repeats, 3)
-        best_e2e = round_robin({k: e2e_run(k) for k in e2e}, rounds)
+        # Each round runs every workload's 1- and 2-worker commands back to back, the 1-worker
+        # run first in even rounds and second in odd ones: on this VM the second of two
+        # back-to-back runs is often faster (it reuses memory the first one freed), which a
+        # fixed order would credit to one side.
+        rounds = 2 * max(3, (repeats + 1) // 2)
+        for r in range(rounds):
+            for w in workloads:
+                for k in ((1, 2) if r % 2 == 0 else (2, 1)):
+                    e2e_run(f"{w}_{k}")
         res["end_to_end_rounds"] = rounds
         res["end_to_end_dataset"] = full.name
         res["end_to_end_images"] = sum(full.num_samples(s) for s in full.splits)
         res["end_to_end_large_images"] = large.num_samples("train")
-        for fmt in ("hdf5", "hf", "large_hdf5", "large_hf"):
+        for fmt in workloads:
             ratios = [a / b for a, b in zip(per_round[f"{fmt}_1"], per_round[f"{fmt}_2"])]
-            res[f"generate_{fmt}_1_worker_s"] = best_e2e[f"{fmt}_1"][0]
-            res[f"generate_{fmt}_2_workers_s"] = best_e2e[f"{fmt}_2"][0]
-            res[f"end_to_end_{fmt}_scaling_1_to_2_workers"] = (best_e2e[f"{fmt}_1"][0]
-                                                               / best_e2e[f"{fmt}_2"][0])
+            res[f"generate_{fmt}_1_worker_s"] = min(per_round[f"{fmt}_1"])
+            res[f"generate_{fmt}_2_workers_s"] = min(per_round[f"{fmt}_2"])
+            res[f"end_to_end_{fmt}_scaling_1_to_2_workers"] = geometric_mean(ratios)
+            res[f"end_to_end_{fmt}_scaling_ci95"] = geometric_ci95(ratios)
             res[f"end_to_end_{fmt}_scaling_per_round"] = ratios
-            res[f"end_to_end_{fmt}_pool_started"] = pools.get(fmt, [])
+            res[f"end_to_end_{fmt}_workers_ran"] = ran.get(fmt, [])
         res["machine_scaling_1_to_2_after"] = machine_scaling(ctx, max(repeats, 5))
 
         best_fresh(lambda d: generate(spec, d), tmp, 1, keep=tmp / "h5")  # for the loaders
@@ -543,8 +574,19 @@ def _scaling_note(r: dict) -> str:
                    " this run (on this shared VM both vary from run to run).")
 
 
-def _pools(started: list[bool]) -> str:
-    return f"pool started in {sum(started)} of {len(started)} runs"
+def _ran(how: list[str]) -> str:
+    """How the 2-worker runs ran, e.g. '2 threads in 6 of 6 runs'."""
+    return "; ".join(f"{k} in {how.count(k)} of {len(how)} runs" for k in dict.fromkeys(how))
+
+
+def _e2e_row(r: dict, fmt: str, label: str) -> str:
+    """One paired end-to-end row: geometric mean of the per-round ratios, its 95% interval."""
+    g = r[f"end_to_end_{fmt}_scaling_1_to_2_workers"]
+    lo, hi = r[f"end_to_end_{fmt}_scaling_ci95"]
+    return (f"| **{label}** | **{g:.2f}x** (95% CI {lo:.2f}-{hi:.2f}; per round:"
+            f" {_spread(r[f'end_to_end_{fmt}_scaling_per_round'])}; 1 worker best"
+            f" {r[f'generate_{fmt}_1_worker_s']:.2f} s; {_ran(r[f'end_to_end_{fmt}_workers_ran'])})"
+            f" | >= 1x | {'yes' if g >= 1 else '**no**'} |")
 
 
 def _spread(v: list[float]) -> str:
@@ -559,7 +601,7 @@ def render_md(r: dict) -> str:
         "",
         f"`{r['command']}`: {r['images']} images, best of {r['repeats']} (generation alone vs"
         f" + HDF5: best of {r['headline_rounds']} round-robin rounds; 1 vs 2 workers end to"
-        f" end: best of {r['end_to_end_rounds']} round-robin rounds);"
+        f" end: geometric mean of {r['end_to_end_rounds']} paired rounds, order alternated);"
         f" {r['cpu_count']} CPUs, FFT `{r['fft_backend']}`, gptextures {r['gptextures']}.",
         f"{r['note'].capitalize()}; load average {_load(r.get('loadavg_start'))} at the start,"
         f" {_load(r.get('loadavg_end'))} at the end.",
@@ -587,35 +629,21 @@ def render_md(r: dict) -> str:
         f"| plain h5py append (resize, `d[i] = image`), per 4 MiB image: fletcher32 on / off |"
         f" {r['h5py_write_ms_per_image_fletcher32_true']:.1f} /"
         f" {r['h5py_write_ms_per_image_fletcher32_false']:.1f} ms | | |",
-        f"| **`gptextures generate {r['end_to_end_dataset']}` ({r['end_to_end_images']} images),"
-        f" HDF5, 1 -> 2 workers, end to end (paired)** |"
-        f" **{r['end_to_end_hdf5_scaling_1_to_2_workers']:.2f}x** (per round:"
-        f" {_spread(r['end_to_end_hdf5_scaling_per_round'])}; 1 worker"
-        f" {r['generate_hdf5_1_worker_s']:.2f} s; {_pools(r['end_to_end_hdf5_pool_started'])})"
-        f" | >= 1x | {ok(r['end_to_end_hdf5_scaling_1_to_2_workers'] >= 1)} |",
-        f"| **same, HF folder, paired** | **{r['end_to_end_hf_scaling_1_to_2_workers']:.2f}x**"
-        f" (per round: {_spread(r['end_to_end_hf_scaling_per_round'])}; 1 worker"
-        f" {r['generate_hf_1_worker_s']:.2f} s; {_pools(r['end_to_end_hf_pool_started'])}) |"
-        f" >= 1x | {ok(r['end_to_end_hf_scaling_1_to_2_workers'] >= 1)} |",
-        f"| **same, HDF5, {r['end_to_end_large_images']} images of its texture, paired** |"
-        f" **{r['end_to_end_large_hdf5_scaling_1_to_2_workers']:.2f}x** (per round:"
-        f" {_spread(r['end_to_end_large_hdf5_scaling_per_round'])}; 1 worker"
-        f" {r['generate_large_hdf5_1_worker_s']:.2f} s;"
-        f" {_pools(r['end_to_end_large_hdf5_pool_started'])}) | >= 1x |"
-        f" {ok(r['end_to_end_large_hdf5_scaling_1_to_2_workers'] >= 1)} |",
-        f"| **same, HF folder, {r['end_to_end_large_images']} images, paired** |"
-        f" **{r['end_to_end_large_hf_scaling_1_to_2_workers']:.2f}x** (per round:"
-        f" {_spread(r['end_to_end_large_hf_scaling_per_round'])}; 1 worker"
-        f" {r['generate_large_hf_1_worker_s']:.2f} s;"
-        f" {_pools(r['end_to_end_large_hf_pool_started'])}) | >= 1x |"
-        f" {ok(r['end_to_end_large_hf_scaling_1_to_2_workers'] >= 1)} |",
+        *(_e2e_row(r, fmt, label) for fmt, label in (
+            ("hdf5", f"`gptextures generate {r['end_to_end_dataset']}`"
+                     f" ({r['end_to_end_images']} images), HDF5, 1 -> 2 workers, end to end"
+                     " (paired)"),
+            ("hf", "same, HF folder, paired"),
+            ("large_hdf5", f"same, HDF5, {r['end_to_end_large_images']} images of its texture,"
+                           " paired"),
+            ("large_hf", f"same, HF folder, {r['end_to_end_large_images']} images, paired"))),
         f"| **the machine's own 1 -> 2 process scaling, same run: arithmetic / memory"
         f" streaming** | **{own['alu']:.2f}x / {own['memory']:.2f}x** before,"
         f" {after['alu']:.2f}x / {after['memory']:.2f}x after the paired rows | | |",
-        f"| HDF5, 2 workers (warm pool, {r['end_to_end_images']} images): blocks through the"
-        f" mapped"
-        f" scratch file / pickled through pipes / 1 process |"
-        f" {r['hdf5_2_workers_slots_s']:.3f} / {r['hdf5_2_workers_pipes_s']:.3f} /"
+        f"| HDF5, {r['end_to_end_images']} images in this process: 2 worker processes (warm"
+        f" pool), blocks through the mapped scratch file / pickled through pipes; 2 threads;"
+        f" 1 process | {r['hdf5_2_workers_slots_s']:.3f} / {r['hdf5_2_workers_pipes_s']:.3f};"
+        f" {r.get('hdf5_2_threads_warm_s', float('nan')):.3f};"
         f" {r['hdf5_1_process_warm_s']:.3f} s (pipes over file per round:"
         f" {_spread(r['hdf5_transport_pipe_over_slot_per_round'])}) | | |",
         f"| generation scaling 1 -> 2 worker processes, compute only (warm pool) |"
@@ -641,14 +669,18 @@ def render_md(r: dict) -> str:
         f" {r['load_dataset_prepare_s']:.2f} s | | |",
         "",
         "Workers, end to end: each round runs the command `gptextures generate` (a fresh"
-        " process: interpreter start, imports and starting the worker pool are in the time) with"
-        " 1 and with 2 worker processes for HDF5 and for the HF folder, one after the other, so"
-        " the ratios compare runs made seconds apart; the machine's own scaling (the same work"
-        " alone and in two processes at once: no 2-process program can scale better here) is"
-        " measured before and after them."
-        " HDF5 workers render, encode and checksum blocks and hand them to the writing process"
-        " through a memory-mapped scratch file (`gptextures.io.slots`), which only stores them;"
-        " HF workers write whole Parquet files."
+        " process: interpreter start, imports and starting its workers are in the time) with"
+        " `--workers 1` and `--workers 2`, back to back, for each workload; the 1-worker run"
+        " goes first in even rounds and second in odd ones (on this VM the second of two runs is"
+        " often the faster). The headline is the geometric mean of the per-round ratios, with"
+        " its 95% t interval. The machine's own scaling (the same work alone and in two"
+        " processes at once: no 2-process program can scale better here) is measured before and"
+        " after them. `--workers 2` starts 2 threads of the process (rendering, checksums and"
+        " Parquet encoding release the GIL); worker processes join them only when the timed"
+        " work left says they repay their start. Threads and HDF5 worker processes render,"
+        " encode and checksum blocks for the one writer thread (worker processes hand them over"
+        " through a memory-mapped scratch file, `gptextures.io.slots`); HF threads and workers"
+        " write whole Parquet files."
         + _scaling_note(r),
         "",
         "How it is measured: like `gptextures generate`, this process and the worker processes"

@@ -32,7 +32,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", default="hdf5", metavar="FMT[,FMT]",
                    help="hdf5, hf or hdf5,hf (default: hdf5)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes (default: 1)")
+                   help="workers (default: 1): threads of this process, joined by worker"
+                        " processes on runs long enough to repay their start")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="write only shard I of N (0-based); join shards with `gptextures merge`")
     p.add_argument("--split", action="append", default=None, metavar="SPLIT",
@@ -158,10 +159,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"  resumed: {res.resumed} samples were already written")
     print(f"  generated {res.generated} images in {res.seconds:.2f} s"
           f" ({res.images_per_second:.1f} images/s), {human_bytes(res.bytes)} on disk"
-          + (f", {res.workers} worker processes" if res.workers > 1 else ""))
-    if args.workers > 1 and res.workers == 1 and res.generated:
-        print("  one process: too little work to start worker processes (a pool pays for"
-              " runs of more than a few seconds)")
+          + (f", {res.executor}" if res.workers > 1 else ""))
     return 0
 
 

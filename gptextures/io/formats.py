@@ -187,12 +187,13 @@ class FormatWriter(ABC):
 
     @abstractmethod
     def tasks(self, executor: str, workers: int) -> list[Task]:
-        """The remaining work. ``executor`` is ``"inline"`` (this process), ``"pool"``
-        (local worker processes) or ``"dask"``."""
+        """The remaining work. ``executor`` is ``"inline"`` (this process, one task at a
+        time), ``"pool"`` (local workers: threads of this process, see :meth:`threaded`, or
+        worker processes) or ``"dask"``."""
 
-    def inline(self, task: Task) -> Task:
-        """The task as this process runs it itself (e.g. while a worker pool starts); by
-        default the task unchanged."""
+    def threaded(self, task: Task) -> Task:
+        """The task as a thread of this process runs it (``--workers N`` before, or instead
+        of, worker processes); by default the task unchanged."""
         return task
 
     @abstractmethod

@@ -295,8 +295,9 @@ class HDF5Writer(FormatWriter):
     def tasks(self, executor: str, workers: int) -> list[Task]:
         """Blocks of the remaining samples, in index order. In-process they come back as
         images (a writer thread encodes and writes them while the next block renders);
-        local workers encode them and hand them over through a :class:`BlockSlots` file;
-        Dask workers return encoded chunks (images, for compressed files)."""
+        local worker processes encode them and hand them over through a :class:`BlockSlots`
+        file; threads (:meth:`threaded`) and Dask workers return encoded chunks (images, for
+        compressed files)."""
         spec_json = self.spec.to_json(indent=None)
         todo = {s: (self.next_index(s), self.range(s)[1]) for s in self.splits}
         remaining = sum(b - a for a, b in todo.values())
@@ -315,12 +316,12 @@ class HDF5Writer(FormatWriter):
         return [Task(_blocks.render_block, (spec_json, s, a, min(a + bs, b), mode, None),
                      min(a + bs, b) - a) for s, (a, b) in todo.items() for a in range(a, b, bs)]
 
-    def inline(self, task: Task) -> Task:
-        """A block this process renders itself returns images: the writer thread encodes them
-        while the next block renders (as with ``--workers 1``)."""
-        if task.args[4] == "images":
+    def threaded(self, task: Task) -> Task:
+        """A block rendered by a thread of this process comes back encoded, its checksums
+        computed by that thread (no scratch file: the writer thread only stores it)."""
+        if task.args[4] != POOL_TRANSPORT:
             return task
-        return dataclasses.replace(task, args=(*task.args[:4], "images", None))
+        return dataclasses.replace(task, args=(*task.args[:4], "chunks", None))
 
     def prepare(self, task: Task) -> Task:
         """The task as submitted: slot-mode blocks get a free slot (waits for one)."""
