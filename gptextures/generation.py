@@ -9,9 +9,10 @@ write whole Parquet files.
 Output bytes do not depend on the number of workers, on shards (``shard=(i, n)`` writes the
 ``i``-th contiguous part of every split; see :func:`merge`) or on resumes.
 
-Executors: in-process (``workers=1``); ``workers > 1`` threads of this process, joined by a
-pool of worker processes (``forkserver``/``spawn`` start method, never ``fork``) only when the
-timed work left says the pool repays its start; or a ``dask.distributed.Client``
+Executors: in-process (``workers=1``); ``workers > 1`` threads of this process, which hand the
+remaining tasks to a pool of worker processes (``forkserver``/``spawn`` start method, never
+``fork``) only when the timed work left says the pool repays its start; or a
+``dask.distributed.Client``
 (``client=`` or ``scheduler=`` address); for the HF format Dask workers must see the output
 folder (shared filesystem).
 
@@ -178,15 +179,34 @@ LOCAL_THREADS = True
 POOL_TIMED_S = 0.25
 
 
-def pool_saving(work_left_s: float, busy_cores: float, workers: int, cores: int) -> float:
+def pool_saving(work_left_s: float, busy_cores: float, workers: int, cores: int,
+                spare_cores: float | None = None) -> float:
     """Seconds a pool of ``workers`` processes is expected to save on ``work_left_s`` seconds
     of work (at the speed measured so far) during which this process keeps ``busy_cores`` cores
-    busy (its threads and write-behind threads together; CPU time over wall time). The same
-    work spread over every usable core (``min(workers, cores)``) would take
-    ``busy_cores / min(workers, cores)`` of the time: nothing is saved when the threads already
-    fill the cores (never negative)."""
-    usable = max(1, min(workers, cores))
-    return max(0.0, work_left_s * (1.0 - max(1.0, busy_cores) / usable))
+    busy (its threads and write-behind threads together: CPU time over wall time) and the
+    machine leaves ``spare_cores`` idle (``None``: unknown, taken as all the others). The same
+    work spread over the cores processes could use (``min(workers, cores, busy + spare)``)
+    would take ``busy / usable`` of the time: nothing is saved when the threads already fill
+    the cores, or when other jobs hold the rest (never negative)."""
+    busy = max(1.0, busy_cores)
+    usable = min(workers, cores)
+    if spare_cores is not None:
+        usable = min(usable, busy + max(0.0, spare_cores))
+    return max(0.0, work_left_s * (1.0 - busy / max(1.0, usable)))
+
+
+def _machine_idle() -> tuple[int, int] | None:
+    """``(idle, total)`` CPU time of the whole machine since boot, in clock ticks (Linux
+    ``/proc/stat``: idle + iowait, and every state but guest time); ``None`` elsewhere."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 5 or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[3] + ticks[4], sum(ticks)
 
 
 class _Pool:
@@ -233,19 +253,25 @@ class _Pool:
         self._started.join()  # type: ignore[union-attr]
         return self.pool.submit(fn, *args)  # type: ignore[union-attr]
 
+    def stop(self) -> None:
+        """Make the workers exit now, abandoning their tasks (an interrupted run)."""
+        if self._stop is not None:
+            self._stop.set()
+
     def shutdown(self, interrupted: bool = False) -> None:
         if self.pool is None:
             return
         if interrupted:
-            self._stop.set()  # workers exit now, abandoning their tasks
+            self.stop()
         self._started.join()  # type: ignore[union-attr]
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Local:
     """``--workers N`` on this machine: N threads of this process (nothing to start: rendering,
-    checksums and Parquet encoding release the GIL), joined by N worker processes
-    (:class:`_Pool`) when :func:`_ordered`'s timing says a pool repays its start."""
+    checksums and Parquet encoding release the GIL). When :func:`_ordered`'s timing says a
+    pool repays its start, N worker processes (:class:`_Pool`) take the tasks submitted once
+    the first of them is up (the threads finish those they have)."""
 
     kind = "pool"
 
@@ -264,12 +290,23 @@ class _Local:
         return self.processes.submit(fn, *args)
 
     def shutdown(self, interrupted: bool = False) -> None:
-        """Stop the workers: running threads finish their task (a block, or one Parquet
-        file), waiting ones are cancelled; worker processes stop at once when interrupted."""
+        """Stop the workers: worker processes at once when interrupted; running threads
+        finish their task (a block, or one Parquet file) and waiting ones are cancelled. A
+        second Ctrl-C while the threads finish is held until they have, then raised."""
+        if interrupted:
+            self.processes.stop()
+        again = False
         try:
-            self.threads.shutdown(wait=True, cancel_futures=True)
+            while True:
+                try:
+                    self.threads.shutdown(wait=True, cancel_futures=True)
+                    break
+                except KeyboardInterrupt:
+                    again = True
         finally:
             self.processes.shutdown(interrupted)
+        if again:
+            raise KeyboardInterrupt
 
 
 def _preload(formats: Iterable[str]) -> list[str]:
@@ -297,17 +334,20 @@ def _dask_client(scheduler: str) -> Any:
 
 
 class _Timing:
-    """Wall and CPU time of this process since the first threaded task, and the samples of
-    the threaded tasks finished since: what :func:`pool_saving` extrapolates from."""
+    """Wall and CPU time of this process, and idle time of the machine, since the first
+    threaded task, and the samples of the threaded tasks finished since: what
+    :func:`pool_saving` extrapolates from. The clocks are parameters for tests."""
 
-    def __init__(self) -> None:
-        self.wall0 = self.cpu0 = None
+    def __init__(self, wall: Any = time.perf_counter, cpu: Any = time.process_time,
+                 idle: Any = _machine_idle, cores: Any = cpu_count) -> None:
+        self._wall, self._cpu, self._idle, self._cores = wall, cpu, idle, cores
+        self.wall0 = self.cpu0 = self.idle0 = None
         self.done = 0
         self._lock = threading.Lock()
 
     def started(self, fut: cf.Future, samples: int) -> None:
         if self.wall0 is None:
-            self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+            self.wall0, self.cpu0, self.idle0 = self._wall(), self._cpu(), self._idle()
         fut.add_done_callback(lambda _f: self._finished(samples))
 
     def _finished(self, samples: int) -> None:
@@ -319,11 +359,17 @@ class _Timing:
         ``POOL_START_S`` on the ``left`` samples not yet submitted."""
         if self.wall0 is None or not self.done:
             return False
-        wall = time.perf_counter() - self.wall0
+        wall = self._wall() - self.wall0
         if wall < POOL_TIMED_S or wall <= 0:
             return False
-        busy = (time.process_time() - self.cpu0) / wall
-        return pool_saving(wall / self.done * left, busy, workers, cpu_count()) >= POOL_START_S
+        busy = (self._cpu() - self.cpu0) / wall
+        cores = self._cores()
+        spare = None
+        now = self._idle()
+        if self.idle0 is not None and now is not None and now[1] > self.idle0[1]:
+            spare = cores * (now[0] - self.idle0[0]) / (now[1] - self.idle0[1])
+        saving = pool_saving(wall / self.done * left, busy, workers, cores, spare)
+        return saving >= POOL_START_S
 
 
 def _ordered(executor: Any, writer: FormatWriter, tasks: Iterable[Task],
@@ -445,9 +491,10 @@ def generate(
         spec: the dataset.
         out_dir: output directory (created); see :func:`output_paths` for file names.
         formats: ``"hdf5"``, ``"hf"`` or both (``"hdf5,hf"``).
-        workers: workers (``1``: this process alone): threads of this process, joined by
-            worker processes when timing says they repay their start (``POOL_START_S``);
-            capped at the number of work units, with a warning above the number of CPUs.
+        workers: workers (``1``: this process alone): threads of this process, which hand
+            the remaining tasks to worker processes when timing says those repay their start
+            (``POOL_START_S``); capped at the number of work units, with a warning above the
+            number of CPUs.
         shard: ``"I/N"`` or ``(I, N)``: write the ``I``-th contiguous part of every split.
         splits: splits to write (default: all).
         overwrite: replace complete outputs (the old one stays until the new one is complete)
@@ -550,18 +597,18 @@ def _run(spec: DatasetSpec, paths: dict[str, Path], splits: list[str], shard: tu
         elif isinstance(executor, _Dask):
             result.executor = f"Dask ({n} worker threads)"
     except BaseException as exc:
-        # Stop the workers first: nothing may still write into an output once its writer has
-        # closed it and released its lock.
-        if executor is not None:
-            try:
-                executor.shutdown(interrupted=isinstance(exc, KeyboardInterrupt))
-            finally:
-                executor = None
-        for w in writers.values():
-            try:
-                w.close()
-            except Exception:  # noqa: BLE001 - e.g. a full disk again: the first error is news
-                pass
+        # Stop local workers first: nothing of theirs may still write into an output once its
+        # writer has closed it and released its lock. The writers close whatever happens.
+        try:
+            if executor is not None:
+                stopping, executor = executor, None
+                stopping.shutdown(interrupted=isinstance(exc, KeyboardInterrupt))
+        finally:
+            for w in writers.values():
+                try:
+                    w.close()
+                except Exception:  # noqa: BLE001 - e.g. a full disk again: the first error is news
+                    pass
         raise
     finally:
         if executor is not None:

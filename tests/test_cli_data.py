@@ -411,6 +411,35 @@ def test_sigterm_stops_workers_and_the_run_resumes(tmp_path):
     assert_same_file(out / "term.h5", clean / "term.h5")
 
 
+def test_sigterm_with_worker_threads_exits_143_and_resumes(tmp_path):
+    """SIGTERM to a `generate --workers 2` that runs on threads (too little work for worker
+    processes): the threads finish their block, the exit code is 143, only the .partial is
+    left and a rerun resumes it exactly."""
+    spec_json = _spec_file(tmp_path, "threads", 64)  # 8 blocks of 9 images at 0.5 s: ~2 s
+    out = tmp_path / "out"
+    argv = ["generate", spec_json, "--out", str(out), "--workers", "2", "--no-progress"]
+    env = _slow_env(tmp_path, "gptextures.io.blocks", "render_block", 0.5)
+    child = subprocess.Popen(_gptextures(*argv), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    partial = out / "threads.h5.partial"
+    try:
+        _wait_for(lambda: _written(partial) >= 9, what="a written block")
+        assert not _descendants(child.pid)  # threads, no worker processes
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 143
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "interrupted (SIGTERM)" in child.stderr.read()
+    assert sorted(p.name for p in out.iterdir()) == ["threads.h5.partial"]  # no lock left
+    res = subprocess.run([sys.executable, "-m", "gptextures", *argv], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
+    clean = tmp_path / "clean"
+    assert main(["generate", spec_json, "--out", str(clean), "--no-progress"]) == 0
+    assert_same_file(out / "threads.h5", clean / "threads.h5")
+
+
 @pytest.mark.parametrize("sig", ["SIGHUP", "SIGKILL"])
 def test_workers_exit_when_their_parent_is_gone(tmp_path, sig):
     """SIGHUP stops a run like SIGTERM (exit code 129); after SIGKILL of the parent (no

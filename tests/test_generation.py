@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import filecmp
 import time
 
@@ -79,12 +80,17 @@ def test_two_worker_processes_are_byte_identical(tmp_path, single, monkeypatch, 
 
 
 def test_two_threads_are_byte_identical(tmp_path, single):
-    """A run too small to repay starting worker processes runs on threads of this process."""
+    """A run too small to repay starting worker processes runs on threads of this process;
+    compressed HDF5 too (its threads hand back images that the writer thread compresses)."""
     res = generate(ODD, tmp_path, formats="hdf5,hf", workers=2, rows_per_file=5)
     assert res.workers == 2 and res.executor == "2 threads"
     assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
     _same_hf(res.paths["hf"], single.paths["hf"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd-hf", "odd.h5"]
+    one = generate(ODD, tmp_path / "gzip-1", compression="gzip").paths["hdf5"]
+    two = generate(ODD, tmp_path / "gzip-2", compression="gzip", workers=2)
+    assert two.executor == "2 threads"
+    assert_same_file(two.paths["hdf5"], one)
 
 
 _REAL_RENDER_BLOCK = blocks_mod.render_block
@@ -93,7 +99,7 @@ _REAL_RENDER_BLOCK = blocks_mod.render_block
 def _slow_render_block(*args):
     """``render_block``, slow enough for a pool to come up while blocks remain (module-level:
     worker processes unpickle it by name and import this module's real ``render_block``)."""
-    time.sleep(0.6)
+    time.sleep(0.2)
     return _REAL_RENDER_BLOCK(*args)
 
 
@@ -104,6 +110,13 @@ def test_threads_then_worker_processes_are_byte_identical(tmp_path, single, monk
 
     monkeypatch.setattr(generation, "POOL_START_S", 0.0)  # start the pool at the first timing
     monkeypatch.setattr(generation, "POOL_TIMED_S", 0.0)
+    real_start = generation._Pool.start
+
+    def start_and_wait(self):  # the pool is up before the next task: no race with the threads
+        real_start(self)
+        self._started.join()
+
+    monkeypatch.setattr(generation._Pool, "start", start_and_wait)
     monkeypatch.setattr(blocks_mod, "render_block", _slow_render_block)
     res = generate(ODD, tmp_path, formats="hdf5", workers=2)
     assert res.executor == "2 threads, then 2 worker processes"
@@ -334,6 +347,101 @@ def test_interrupt_with_worker_threads_leaves_a_resumable_output(tmp_path, singl
         _same_hf(res.paths["hf"], clean.paths["hf"])
 
 
+def test_a_second_interrupt_while_worker_threads_finish_still_closes_everything(
+        tmp_path, monkeypatch):
+    """Ctrl-C twice: the second one arrives while generate waits for its worker threads. It is
+    held until they are done, then raised; the writer is closed (no writer thread left), the
+    lock released, and no thread is left writing into the output."""
+    import threading
+
+    from gptextures import generation
+
+    def accept(self, task, result):
+        raise KeyboardInterrupt  # the first Ctrl-C
+
+    real_shutdown = cf.ThreadPoolExecutor.shutdown
+    calls = {"n": 0}
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        calls["n"] += 1
+        if calls["n"] == 1 and self._thread_name_prefix == "gptextures-worker":
+            raise KeyboardInterrupt  # the second, while waiting for the threads
+        return real_shutdown(self, wait=wait, cancel_futures=cancel_futures)
+
+    monkeypatch.setattr(h5io.HDF5Writer, "accept", accept)
+    monkeypatch.setattr(cf.ThreadPoolExecutor, "shutdown", shutdown)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        generate(ODD, out, workers=2)
+    assert calls["n"] >= 2  # waited again after the second interrupt
+    names = [t.name for t in threading.enumerate()]
+    assert not [n for n in names if n.startswith(("gptextures-worker", "gptextures-hdf5"))]
+    path = output_paths(ODD, out)["hdf5"]
+    assert not (out / (path.name + ".lock")).exists()
+    assert sorted(p.name for p in out.iterdir()) == [path.name + ".partial"]
+    monkeypatch.undo()
+    assert generation.generate(ODD, out, workers=2).generated > 0  # resumes
+
+
+def test_an_error_in_a_worker_thread_surfaces_and_the_output_resumes(tmp_path, single,
+                                                                     monkeypatch):
+    """A task that fails on a worker thread: generate raises its exception, leaves no worker
+    thread and no lock, and a rerun finishes the output with the bytes of a clean run."""
+    import threading
+
+    calls = {"n": 0}
+    real = blocks_mod.render_block
+
+    def render(*a):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ValueError("render failed on a worker thread")
+        return real(*a)
+
+    monkeypatch.setattr(blocks_mod, "render_block", render)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="render failed on a worker thread"):
+        generate(ODD, out, workers=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("gptextures-worker")]
+    path = output_paths(ODD, out)["hdf5"]
+    assert not (out / (path.name + ".lock")).exists()
+    monkeypatch.undo()
+    res = generate(ODD, out, workers=2)
+    assert_same_file(res.paths["hdf5"], single.paths["hdf5"])
+
+
+def test_the_pool_rule_reads_its_timing():
+    """_Timing extrapolates the threads' speed to the work left and asks pool_saving: with
+    other jobs holding the spare core it starts no pool; with the core idle it does."""
+    from gptextures.generation import POOL_START_S, _Timing
+
+    class Clock:
+        def __init__(self):
+            self.t = 0.0
+
+        def __call__(self):
+            return self.t
+
+    def timing(idle_ticks_per_s):
+        wall, cpu = Clock(), Clock()
+        idle = lambda: (int(idle_ticks_per_s * wall.t), int(200 * wall.t))  # noqa: E731
+        t = _Timing(wall=wall, cpu=cpu, idle=idle, cores=lambda: 2)
+        fut = cf.Future()
+        t.started(fut, 10)
+        assert not t.pool_pays(1000, 2)  # nothing finished yet
+        fut.set_result(None)
+        wall.t, cpu.t = 0.1, 0.1
+        assert not t.pool_pays(1000, 2)  # timed for less than POOL_TIMED_S
+        wall.t, cpu.t = 1.0, 1.0  # 10 samples in 1 s on one busy core: 1000 more take 100 s
+        return t
+
+    assert timing(idle_ticks_per_s=100).pool_pays(1000, 2)  # half of 2 cores idle: saves 50 s
+    assert not timing(idle_ticks_per_s=0).pool_pays(1000, 2)  # another job holds the core
+    t = timing(idle_ticks_per_s=100)
+    # 1000 samples save 50 s; 10 samples (1 s of work) would save 0.5 s < POOL_START_S
+    assert POOL_START_S > 0.5 and not t.pool_pays(10, 2)
+
+
 def test_a_pool_is_started_only_when_it_is_expected_to_save_its_start():
     """The threads of ``--workers`` keep ``busy`` cores busy (CPU time over wall time); worker
     processes could at best spread the same work over ``min(workers, cores)`` cores, so they
@@ -351,3 +459,8 @@ def test_a_pool_is_started_only_when_it_is_expected_to_save_its_start():
     # more workers than cores help no more than the cores; 16 cores, 4 of them busy
     assert pool_saving(4.0, 1.0, 8, 2) == pytest.approx(2.0)
     assert pool_saving(10.0, 4.0, 16, 16) == pytest.approx(7.5)
+    # the machine's idle cores bound what processes could use: none idle (another job holds
+    # the second core) saves nothing; 4 of 16 idle beside 4 busy: 10 s take 5 s
+    assert pool_saving(4.0, 1.0, 2, 2, spare_cores=0.0) == 0.0
+    assert pool_saving(4.0, 1.0, 2, 2, spare_cores=1.0) == pytest.approx(2.0)
+    assert pool_saving(10.0, 4.0, 16, 16, spare_cores=4.0) == pytest.approx(5.0)
