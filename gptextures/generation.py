@@ -12,9 +12,8 @@ Output bytes do not depend on the number of workers, on shards (``shard=(i, n)``
 Executors: in-process (``workers=1``); ``workers > 1`` threads of this process, which hand the
 remaining tasks to a pool of worker processes (``forkserver``/``spawn`` start method, never
 ``fork``) only when the timed work left says the pool repays its start; or a
-``dask.distributed.Client``
-(``client=`` or ``scheduler=`` address); for the HF format Dask workers must see the output
-folder (shared filesystem).
+``dask.distributed.Client`` (``client=`` or ``scheduler=`` address); for the HF format Dask
+workers must see the output folder (shared filesystem).
 
 Worker processes stop with their parent: an interrupted run (Ctrl-C, or SIGTERM/SIGHUP through
 the command line) stops them before it returns, and a parent killed outright (``kill -9``)
