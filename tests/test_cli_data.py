@@ -381,6 +381,15 @@ def test_a_second_run_on_the_same_output_refuses_and_loses_nothing(tmp_path, cap
     assert code == 2 and "already exists (a complete" in err
 
 
+def _rerun_resumes_exactly(tmp_path, argv: list[str], spec_json: str, final) -> None:
+    """The same command, rerun, resumes the partial output into the bytes of a clean run."""
+    res = subprocess.run(_gptextures(*argv), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
+    clean = tmp_path / "clean"
+    assert main(["generate", spec_json, "--out", str(clean), "--no-progress"]) == 0
+    assert_same_file(final, clean / final.name)
+
+
 def test_sigterm_stops_workers_and_the_run_resumes(tmp_path):
     """SIGTERM (what batch schedulers send) to a `generate --workers 2`: the workers are
     stopped, the exit code is 143, the .partial is left and a rerun resumes it exactly."""
@@ -406,12 +415,7 @@ def test_sigterm_stops_workers_and_the_run_resumes(tmp_path):
     _wait_for(lambda: not _alive(family), timeout=10, what="the workers to exit")
     assert partial.exists() and not (out / "term.h5").exists()
     assert sorted(p.name for p in out.iterdir()) == ["term.h5.partial"]  # no scratch, no lock
-    res = subprocess.run([sys.executable, "-m", "gptextures", *argv], capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
-    clean = tmp_path / "clean"
-    assert main(["generate", spec_json, "--out", str(clean), "--no-progress"]) == 0
-    assert_same_file(out / "term.h5", clean / "term.h5")
+    _rerun_resumes_exactly(tmp_path, argv, spec_json, out / "term.h5")
 
 
 def test_sigterm_with_worker_threads_exits_143_and_resumes(tmp_path):
@@ -438,12 +442,7 @@ def test_sigterm_with_worker_threads_exits_143_and_resumes(tmp_path):
             child.kill()
     assert "interrupted (SIGTERM)" in child.stderr.read()
     assert sorted(p.name for p in out.iterdir()) == ["threads.h5.partial"]  # no lock left
-    res = subprocess.run([sys.executable, "-m", "gptextures", *argv], capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode == 0 and "resumed" in res.stdout, res.stderr
-    clean = tmp_path / "clean"
-    assert main(["generate", spec_json, "--out", str(clean), "--no-progress"]) == 0
-    assert_same_file(out / "threads.h5", clean / "threads.h5")
+    _rerun_resumes_exactly(tmp_path, argv, spec_json, out / "threads.h5")
 
 
 @pytest.mark.parametrize("sig", ["SIGHUP", "SIGKILL"])
